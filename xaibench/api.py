@@ -1,0 +1,84 @@
+"""The Python API: :func:`explain` for notebooks and :func:`run` for benchmarks.
+
+Both use the same engine as the CLI runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from xaibench.errors import UserError
+from xaibench.heatmaps import HeatmapEngine
+from xaibench.models.base import LoadedModel, infer_task
+from xaibench.plugins import load_registry
+from xaibench.targets import TargetSpec
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def explain(
+    model: nn.Module | LoadedModel,
+    images: torch.Tensor,
+    methods: str | Sequence[str],
+    layers: str | nn.Module | Sequence[str | nn.Module],
+    target: TargetSpec | int | Sequence[int] | torch.Tensor | None = None,
+    *,
+    ground_truth: torch.Tensor | None = None,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    chunk_size: int = 16,
+) -> dict[tuple[str, str], torch.Tensor] | torch.Tensor:
+    """Explanation maps of ``images`` [B, C, H, W] for every method x layer, sharing passes.
+
+    ``methods``: registered explainer names (wildcards allowed, e.g. ``"*grad*"``).
+    ``layers``: module paths (``"decoder.blocks.4"``), aliases, or modules of ``model``.
+    ``target``: None (the predicted mask of class 1, or the predicted class for a classifier),
+    a class id, one class id per image, masks [B, H, W], or a :class:`TargetSpec`.
+    Returns ``{(method, layer): Tensor[B, H, W]}`` in [0, 1], keyed by the layer as given
+    (modules by their path), or a single tensor when one method and one layer are given.
+    The model is put in eval mode for the call and restored to its previous mode.
+    """
+    if images.ndim != 4:
+        raise UserError(f"images must be a [B, C, H, W] tensor, got shape {tuple(images.shape)}")
+    registry = load_registry()
+    names = registry.expand("explainers", _as_list(methods))
+    params = method_params or {}
+    instances = {n: registry.get("explainers", n)(**params.get(n, {})) for n in names}
+    for inst in list(instances.values()):  # composites' bases, with their default parameters
+        for base in getattr(inst, "composes", ()):
+            instances.setdefault(base, registry.get("explainers", base)(**params.get(base, {})))
+    loaded = model if isinstance(model, LoadedModel) else None
+    module = loaded.module if loaded else model
+    was_training = module.training
+    module.eval()
+    try:
+        if loaded is None:
+            device = next((p.device for p in module.parameters()), torch.device("cpu"))
+            with torch.no_grad():
+                probe = module(images[:1].to(device))
+            loaded = LoadedModel(module=module, task=infer_task(probe[0] if isinstance(probe, (tuple, list)) else probe))
+        given = _as_list(layers)
+        paths = [loaded.resolve_layer(l) for l in given]
+        labels = [l if isinstance(l, str) else p for l, p in zip(given, paths)]
+        engine = HeatmapEngine(loaded, instances, chunk_size=chunk_size)
+        out = engine.run(images, paths, ground_truth=ground_truth, target=target, pairs=[(n, p) for n in names for p in paths])
+    finally:
+        module.train(was_training)
+    result = {(n, label): out.maps[(n, p)] for n in names for label, p in zip(labels, paths)}
+    if len(result) == 1 and isinstance(methods, str) and not isinstance(layers, (list, tuple)) and not any(c in methods for c in "*?["):
+        return next(iter(result.values()))
+    return result
+
+
+def run(config_or_path: Any, out: str | Path | None = None, **options: Any):
+    """Run a benchmark (a TOML path or a :class:`xaibench.config.Config`); returns the tidy results."""
+    from xaibench.config import Config, load_config
+    from xaibench.runner import run_benchmark
+
+    config = config_or_path if isinstance(config_or_path, Config) else load_config(config_or_path)
+    return run_benchmark(config, out=out, **options)

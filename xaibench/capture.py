@@ -1,0 +1,117 @@
+"""The shared pass: one forward with hooks on every requested layer, one backward if asked.
+
+Hooks are registered here and nowhere else, and always removed in ``finally``. The backward
+uses ``torch.autograd.grad`` with the hooked activations as the only inputs, so no parameter
+gradient is computed or accumulated and the user's model is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Captured:
+    """Outputs of the shared pass (all detached)."""
+
+    logits: torch.Tensor
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class PassCounter:
+    """Counts network passes (tests and benchmarks check the runner's pass budget with it)."""
+
+    def __init__(self) -> None:
+        self.forwards = 0  # full forwards (batches)
+        self.forward_rows = 0  # images pushed through full forwards
+        self.backwards = 0
+        self.tail_forwards = 0
+        self.tail_rows = 0
+
+
+def _detach(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detach(v) for v in value)
+    return value
+
+
+@contextmanager
+def hooked(module: nn.Module, paths: list[str], store: dict[str, Any], replace: dict[str, torch.Tensor] | None = None) -> Iterator[None]:
+    """Record the output of each module in ``paths`` into ``store`` (or replace it, for ``replace``)."""
+    modules = dict(module.named_modules())
+    handles = []
+    try:
+        for path in paths:
+            def hook(_m, _inp, out, path=path):
+                if replace is not None and path in replace:
+                    return replace[path]
+                store[path] = out
+            handles.append(modules[path].register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def shared_pass(
+    module: nn.Module,
+    images: torch.Tensor,
+    layers: list[str],
+    *,
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    extra: list[str] | None = None,
+    counter: PassCounter | None = None,
+) -> Captured:
+    """Forward ``images`` once, capturing ``layers`` (and ``extra`` module outputs).
+
+    If ``score`` is given (logits -> per-image scores), run one backward of their sum to the
+    captured activations and return their gradients as well.
+    """
+    extra = [p for p in (extra or []) if p not in layers]
+    store: dict[str, Any] = {}
+    want_grad = score is not None and bool(layers)
+    if want_grad:  # a graph even when the model's parameters are frozen; its gradient is never computed
+        images = images.detach().requires_grad_(True)
+    with hooked(module, list(dict.fromkeys(layers + extra)), store), torch.set_grad_enabled(want_grad):
+        logits = _first(module(images))
+    if counter is not None:
+        counter.forwards += 1
+        counter.forward_rows += images.shape[0]
+    acts = {p: _first(store[p]) for p in layers}
+    grads: dict[str, torch.Tensor] = {}
+    if want_grad:
+        total = score(logits).sum()
+        if total.requires_grad:
+            got = torch.autograd.grad(total, [acts[p] for p in layers], allow_unused=True)
+        else:  # the target selects nothing differentiable (e.g. empty regions everywhere)
+            got = [None] * len(layers)
+        for p, g in zip(layers, got):
+            grads[p] = torch.zeros_like(acts[p]) if g is None else g.detach()
+        if counter is not None:
+            counter.backwards += 1
+    return Captured(
+        logits=logits.detach(),
+        activations={p: a.detach() for p, a in acts.items()},
+        gradients=grads,
+        extras={p: _detach(store[p]) for p in extra},
+    )
+
+
+@torch.no_grad()
+def forward_replacing(module: nn.Module, images: torch.Tensor, layer: str, activation: torch.Tensor) -> torch.Tensor:
+    """Logits of ``images`` with ``layer``'s output replaced by ``activation`` (no module is swapped)."""
+    with hooked(module, [layer], {}, replace={layer: activation}):
+        return _first(module(images))

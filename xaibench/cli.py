@@ -1,0 +1,143 @@
+"""The ``xaibench`` command: run, list, validate, leaderboard.
+
+A user error prints one ``error: ...`` line on stderr and exits 2 (``--debug`` shows the
+traceback); nothing is written for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from xaibench.errors import UserError
+
+KINDS = ("explainers", "metrics", "datasets", "models")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors follow the same one-line contract
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xaibench", description="Benchmark explanation methods for segmentation models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run (or resume) a benchmark from a TOML config")
+    run.add_argument("config", type=Path)
+    run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<benchmark name>/)")
+    run.add_argument("--fresh", action="store_true", help="discard earlier results in the run directory and start over")
+    run.add_argument("--device", choices=("cpu", "cuda"), default=None, help="overrides [run] device")
+    run.add_argument("--executor", choices=("local",), default="local", help="where the grid runs (local: this process)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or closing table")
+
+    ls = sub.add_parser("list", help="list registered plugins")
+    ls.add_argument("kind", nargs="?", choices=KINDS, default=None)
+
+    val = sub.add_parser("validate", help="check a config against the installed plugins without running it")
+    val.add_argument("config", type=Path)
+
+    lb = sub.add_parser("leaderboard", help="(re)generate a markdown leaderboard from run directories")
+    lb.add_argument("run_dirs", type=Path, nargs="+")
+    lb.add_argument("--output", type=Path, default=None, help="markdown file (default: print to stdout)")
+    lb.add_argument("--title", default=None)
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from xaibench.config import load_config
+    from xaibench.runner import run_benchmark
+
+    config = load_config(args.config)
+    out = args.out or Path("runs") / config.name
+    run_benchmark(config, out=out, fresh=args.fresh, device=args.device, show_progress=not args.quiet)
+    print(f"results: {out / 'results.parquet'}\nleaderboard: {out / 'leaderboard.md'}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from xaibench.plugins import load_registry
+
+    registry = load_registry()
+    table = Table(show_header=True)
+    for c in ("name", "kind", "distribution", "description"):
+        table.add_column(c)
+    for kind in [args.kind] if args.kind else KINDS:
+        for e in registry.entries(kind):
+            doc = (e.cls.__doc__ or "").strip().splitlines()
+            table.add_row(e.name, kind[:-1], e.distribution, doc[0] if doc else "")
+    Console(width=160).print(table)
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from xaibench.config import load_config
+    from xaibench.runner import plan
+
+    config = load_config(args.config)
+    p = plan(config)
+    layers = ", ".join(config.grid.layers)
+    print(
+        f"ok: {args.config}: {len(p.cells)} cells ({len(p.explainer_names)} explainers x layers [{layers}] x "
+        f"{len(config.thresholds())} thresholds x {len(config.grid.perturbations)} perturbations, {len(p.metrics)} metrics) "
+        f"on {config.dataset.name}/{config.split} with {config.model.name}"
+    )
+    return 0
+
+
+def _cmd_leaderboard(args) -> int:
+    import pandas as pd
+
+    from xaibench import leaderboard
+    from xaibench.results import ResultStore, atomic_write_text
+    from xaibench.stats import summarize
+
+    frames = []
+    for d in args.run_dirs:
+        table = d / "results.parquet"
+        if not table.exists():
+            raise UserError(f"{str(d)!r} is not a run directory: {table} does not exist")
+        frames.append(ResultStore(d).read())
+    df = pd.concat(frames, ignore_index=True)
+    summary = summarize(df)
+    title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
+    plots = []
+    if len(args.run_dirs) == 1 and args.output is not None:
+        import os
+
+        for png in sorted((args.run_dirs[0] / "plots").glob("*.png")):
+            plots.append(os.path.relpath(png, args.output.resolve().parent))
+    text = leaderboard.render(df, summary, title, plots=plots)
+    if args.output:
+        atomic_write_text(args.output, text)
+        print(f"leaderboard: {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"run": _cmd_run, "list": _cmd_list, "validate": _cmd_validate, "leaderboard": _cmd_leaderboard}
+    try:
+        return commands[args.command](args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

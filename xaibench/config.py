@@ -1,0 +1,311 @@
+"""Benchmark configuration: a TOML file read with tomllib into frozen dataclasses.
+
+Every error names the file, the key and what is allowed. Plugin parameters (the keys of
+``[dataset]``, ``[model]`` and ``[explainer_params.NAME]`` besides ``name``) are checked
+against the plugin class's constructor by :func:`check_plugin_params`.
+
+Layout::
+
+    [benchmark]  name, seed, description
+    [dataset]    name, split ("test"), n_images (0 = all), + the dataset plugin's parameters
+    [model]      name, + the model plugin's parameters
+    [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
+    [run]        batch_size, chunk_size, fill, target, device      (all optional)
+    [explainer_params.NAME] / [metric_params.NAME]                 (optional)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import tomllib
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xaibench.errors import UserError
+
+PERTURBATIONS = ("background_only", "highlighted_only", "highlighted_plus_target")
+FILLS = ("zero", "mean", "blur")
+TARGETS = ("predicted", "ground_truth")
+DEVICES = ("cpu", "cuda")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grid:
+    explainers: tuple[str, ...]
+    layers: tuple[str, ...]
+    thresholds: tuple[float | str, ...]
+    perturbations: tuple[str, ...]
+    metrics: tuple[str, ...]
+    threshold_sweep: int = 0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    batch_size: int = 8
+    chunk_size: int = 16
+    fill: str = "zero"
+    target: str = "predicted"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    seed: int
+    dataset: PluginRef
+    model: PluginRef
+    grid: Grid
+    run: RunOptions = RunOptions()
+    split: str = "test"
+    n_images: int = 0
+    description: str = ""
+    explainer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "<config>"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+    def hash(self) -> str:
+        """Hash of the whole configuration."""
+        return _hash(self.as_dict())
+
+    def identity(self) -> str:
+        """Hash of what determines the model and the images (all but the grid and the run's speed knobs).
+
+        Results of two configs with the same identity can share a run directory: adding
+        explainers, thresholds or metrics to a config resumes into the same table.
+        """
+        d = self.as_dict()
+        for k in ("grid", "description", "explainer_params", "metric_params"):
+            d.pop(k)
+        d["run"] = {"fill": self.run.fill, "target": self.run.target}
+        return _hash(d)
+
+    def thresholds(self) -> tuple[float | str, ...]:
+        """Explicit thresholds plus the sweep's, in order, without repeats."""
+        values = list(self.grid.thresholds)
+        n = self.grid.threshold_sweep
+        values += [round((i + 1) / (n + 1), 6) for i in range(n)]
+        return tuple(dict.fromkeys(values))
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Reader:
+    """Typed access to one TOML table, with errors that name file and key."""
+
+    def __init__(self, source: str, table: dict, prefix: str):
+        self.source, self.table, self.prefix = source, table, prefix
+        self.used: set[str] = set()
+
+    def fail(self, key: str, msg: str) -> UserError:
+        return UserError(f"{self.source}: {self.prefix}.{key}: {msg}")
+
+    def get(self, key: str, kind: type | tuple, default: Any = ..., allowed: tuple | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise UserError(f"{self.source}: missing key {self.prefix}.{key}")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(key, f"expected {names}, got {type(value).__name__} {value!r}")
+        if allowed is not None and value not in allowed:
+            raise self.fail(key, f"{value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+        return value
+
+    def str_list(self, key: str, default: Any = ..., allowed: tuple | None = None) -> tuple[str, ...]:
+        value = self.get(key, list, default)
+        for v in value:
+            if not isinstance(v, str):
+                raise self.fail(key, f"expected a list of strings, found {v!r}")
+            if allowed is not None and v not in allowed:
+                raise self.fail(key, f"{v!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
+        if not value and default is ...:
+            raise self.fail(key, "must not be empty")
+        return tuple(value)
+
+    def rest(self) -> dict[str, Any]:
+        return {k: v for k, v in self.table.items() if k not in self.used}
+
+    def no_rest(self, allowed: tuple[str, ...]) -> None:
+        extra = sorted(set(self.table) - self.used)
+        if extra:
+            raise self.fail(extra[0], f"unknown key; allowed keys of [{self.prefix}]: {', '.join(allowed)}")
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Validate a parsed TOML document and build a :class:`Config`."""
+    top = _Reader(source, data, "")
+    for section in ("benchmark", "dataset", "model", "grid"):
+        if section not in data:
+            raise UserError(f"{source}: missing table [{section}]")
+    unknown = sorted(set(data) - {"benchmark", "dataset", "model", "grid", "run", "explainer_params", "metric_params"})
+    if unknown:
+        raise UserError(
+            f"{source}: unknown table [{unknown[0]}]; allowed: benchmark, dataset, model, grid, run, explainer_params, metric_params"
+        )
+    for section in data:
+        if not isinstance(data[section], dict):
+            raise top.fail(section, "must be a table")
+
+    b = _Reader(source, data["benchmark"], "benchmark")
+    name = b.get("name", str)
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise b.fail("name", f"{name!r} must be a non-empty file-name-safe string")
+    seed = b.get("seed", int, 0)
+    description = b.get("description", str, "")
+    b.no_rest(("name", "seed", "description"))
+
+    d = _Reader(source, data["dataset"], "dataset")
+    dataset_name = d.get("name", str)
+    split = d.get("split", str, "test", SPLITS)
+    n_images = d.get("n_images", int, 0)
+    if n_images < 0:
+        raise d.fail("n_images", "must be >= 0 (0 = the whole split)")
+    dataset = PluginRef(dataset_name, d.rest())
+
+    m = _Reader(source, data["model"], "model")
+    model = PluginRef(m.get("name", str), m.rest())
+
+    g = _Reader(source, data["grid"], "grid")
+    explainers = g.str_list("explainers")
+    layers = g.str_list("layers")
+    raw_thresholds = g.get("thresholds", list, [])
+    thresholds: list[float | str] = []
+    for t in raw_thresholds:
+        if isinstance(t, str):
+            if t != "otsu":
+                raise g.fail("thresholds", f"{t!r} is not allowed; a threshold is a number in [0, 1] or 'otsu'")
+            thresholds.append(t)
+        elif isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1:
+            thresholds.append(float(t))
+        else:
+            raise g.fail("thresholds", f"{t!r} is not allowed; a threshold is a number in [0, 1] or 'otsu'")
+    sweep = g.get("threshold_sweep", int, 0)
+    if sweep < 0:
+        raise g.fail("threshold_sweep", "must be >= 0")
+    perturbations = g.str_list("perturbations", [], PERTURBATIONS)
+    metrics = g.str_list("metrics")
+    g.no_rest(("explainers", "layers", "thresholds", "threshold_sweep", "perturbations", "metrics"))
+
+    r = _Reader(source, data.get("run", {}), "run")
+    run = RunOptions(
+        batch_size=r.get("batch_size", int, 8),
+        chunk_size=r.get("chunk_size", int, 16),
+        fill=r.get("fill", str, "zero", FILLS),
+        target=r.get("target", str, "predicted", TARGETS),
+        device=r.get("device", str, "cpu", DEVICES),
+    )
+    if run.batch_size < 1 or run.chunk_size < 1:
+        raise r.fail("batch_size" if run.batch_size < 1 else "chunk_size", "must be >= 1")
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device"))
+
+    params = {}
+    for section in ("explainer_params", "metric_params"):
+        table = data.get(section, {})
+        for k, v in table.items():
+            if not isinstance(v, dict):
+                raise UserError(f"{source}: {section}.{k}: must be a table of parameters")
+        params[section] = {k: dict(v) for k, v in table.items()}
+
+    return Config(
+        name=name,
+        seed=seed,
+        description=description,
+        dataset=dataset,
+        model=model,
+        grid=Grid(explainers, layers, tuple(thresholds), perturbations, metrics, sweep),
+        run=run,
+        split=split,
+        n_images=n_images,
+        explainer_params=params["explainer_params"],
+        metric_params=params["metric_params"],
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file") from exc
+    return parse_config(data, str(path))
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return isinstance(value, list) and (not args or all(_type_ok(v, args[0]) for v in value))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def check_plugin_params(cls: type, params: dict[str, Any], where: str, seed: int | None = None) -> dict[str, Any]:
+    """Check ``params`` against ``cls``'s constructor and return the keyword arguments to use.
+
+    ``where`` prefixes error messages (e.g. ``"whu.toml: [model]"``). A ``seed`` argument of
+    the constructor receives ``seed`` unless ``params`` sets it.
+    """
+    sig = inspect.signature(cls.__init__)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    accepted = {n: p for n, p in list(sig.parameters.items())[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    for key, value in params.items():
+        if key not in accepted:
+            if takes_any:
+                continue
+            allowed = ", ".join(accepted) or "(none)"
+            raise UserError(f"{where} unknown key {key!r} for {getattr(cls, 'name', cls.__name__)!r}; allowed keys: {allowed}")
+        ann = hints.get(key, accepted[key].annotation)
+        if not _type_ok(value, ann):
+            tname = getattr(ann, "__name__", str(ann))
+            raise UserError(f"{where} key {key!r} expects {tname}, got {type(value).__name__} {value!r}")
+    kwargs = dict(params)
+    if seed is not None and "seed" in accepted and "seed" not in kwargs:
+        kwargs["seed"] = seed
+    return kwargs
+
+
+def instantiate(cls: type, params: dict[str, Any], where: str, seed: int | None = None) -> Any:
+    kwargs = check_plugin_params(cls, params, where, seed)
+    try:
+        return cls(**kwargs)
+    except UserError as exc:
+        raise UserError(f"{where} {exc}") from exc

@@ -1,0 +1,82 @@
+"""Where metrics are computed: one image batch's maps -> tidy rows for the requested cells.
+
+Thresholds are resolved per image (Otsu differs by map), every perturbed input the cells
+need is collected into one :class:`~xaibench.perturb.PerturbationBatch` (duplicates once,
+forwards in chunks), then each metric scores its cells.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from skimage.filters import threshold_otsu
+
+from xaibench.grid import Cell
+from xaibench.heatmaps import BatchMaps
+from xaibench.metrics.base import MetricContext
+from xaibench.perturb import PerturbationBatch, keep_mask
+
+
+def threshold_values(heatmap: torch.Tensor, label: str) -> torch.Tensor:
+    """Per-image thresholds [B] for a threshold label (a number, or ``otsu``)."""
+    if label == "otsu":
+        vals = []
+        for m in heatmap.detach().cpu().numpy():
+            vals.append(float(threshold_otsu(m)) if np.ptp(m) > 0 else 0.5)
+        return torch.tensor(vals, dtype=heatmap.dtype, device=heatmap.device)
+    return torch.full((heatmap.shape[0],), float(label), dtype=heatmap.dtype, device=heatmap.device)
+
+
+def evaluate_batch(
+    cells: Sequence[Cell],
+    metrics: Mapping[str, object],
+    maps: BatchMaps,
+    layer_paths: Mapping[str, str],
+    images: torch.Tensor,
+    ground_truth: torch.Tensor | None,
+    fill: torch.Tensor,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int,
+) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None]]:
+    """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None)."""
+    heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells}
+    thresholds: dict[tuple, torch.Tensor] = {}
+    binaries: dict[tuple, torch.Tensor] = {}
+    for c in cells:
+        if c.threshold and (c.pair, c.threshold) not in thresholds:
+            t = threshold_values(heat[c.pair], c.threshold)
+            thresholds[(c.pair, c.threshold)] = t
+            binaries[(c.pair, c.threshold)] = heat[c.pair] >= t[:, None, None]
+
+    region = maps.target.region
+    if region is None and ground_truth is not None:
+        region = (ground_truth == maps.target.class_ids.to(ground_truth.device)[:, None, None]).float()
+    batch = PerturbationBatch(images, fill)
+    for c in cells:
+        if c.perturbation:
+            key = (c.pair, c.threshold, c.perturbation)
+            if key not in batch:
+                batch.add(key, keep_mask(c.perturbation, binaries[(c.pair, c.threshold)], region))
+    if batch.unique:
+        batch.run(forward, chunk_size)
+
+    out = []
+    for c in cells:
+        t = thresholds.get((c.pair, c.threshold))
+        ctx = MetricContext(
+            images=images,
+            ground_truth=ground_truth,
+            target=maps.target,
+            logits=maps.logits,
+            heatmap=heat[c.pair],
+            forward=forward,
+            fill=fill,
+            threshold=t,
+            binary=binaries.get((c.pair, c.threshold)),
+            perturbed_logits=batch.result((c.pair, c.threshold, c.perturbation)) if c.perturbation else None,
+        )
+        values = metrics[c.metric].compute(ctx)
+        out.append((c, values.detach().float().cpu(), None if t is None else t.detach().cpu()))
+    return out

@@ -1,0 +1,64 @@
+"""The grid: explainer x layer x threshold x perturbation x metric, as cells with stable keys.
+
+A metric that uses no threshold gets threshold ``""``; one with no perturbation gets
+perturbation ``""``; one with a fixed perturbation (IoU drop) gets that mode whatever the
+grid's perturbation axis says. Thresholds are text in results (``"0.1"``, ``"otsu"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from xaibench.errors import UserError
+
+
+def threshold_label(t: float | str) -> str:
+    return t if isinstance(t, str) else f"{t:g}"
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    explainer: str
+    layer: str
+    threshold: str
+    perturbation: str
+    metric: str
+
+    @property
+    def key(self) -> str:
+        return "|".join((self.explainer, self.layer, self.threshold, self.perturbation, self.metric))
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.explainer, self.layer)
+
+
+def expand(
+    explainers: Sequence[str],
+    layers: Sequence[str],
+    thresholds: Sequence[float | str],
+    perturbations: Sequence[str],
+    metrics: Mapping[str, object],
+    source: str = "<config>",
+) -> list[Cell]:
+    """All cells of the grid, in a stable order."""
+    labels = [threshold_label(t) for t in thresholds]
+    cells: list[Cell] = []
+    for mname, metric in metrics.items():
+        ts = labels if metric.uses_threshold else [""]
+        if metric.uses_threshold and not ts:
+            raise UserError(f"{source}: grid.thresholds: metric {mname!r} binarises maps, so give thresholds or threshold_sweep")
+        mode = metric.perturbation
+        if mode == "cell":
+            if not perturbations:
+                raise UserError(f"{source}: grid.perturbations: metric {mname!r} needs at least one perturbation mode")
+            modes = list(perturbations)
+        else:
+            modes = [mode or ""]
+        for e in explainers:
+            for l in layers:
+                for t in ts:
+                    for p in modes:
+                        cells.append(Cell(e, l, t, p, mname))
+    return cells

@@ -1,0 +1,214 @@
+"""Where heatmaps are made: plan the passes for a batch, run them once, call every explainer.
+
+For one image batch and a set of (explainer, layer) pairs, the engine takes the union of what
+the explainers need, runs ONE forward with hooks on every needed layer (and ONE backward if
+any explainer needs gradients), then calls each explainer with an :class:`ExplainContext`.
+Masked and tail forwards requested by explainers are chunked here. Maps come back normalised
+like pytorch-grad-cam's: ReLU, per-image min-max, bilinear resize to the input, min-max.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from xaibench.cache import HeatmapCache, heatmap_key, image_key
+from xaibench.capture import PassCounter, forward_replacing, shared_pass
+from xaibench.errors import UserError
+from xaibench.explainers.base import ExplainContext, params_key
+from xaibench.models.base import LoadedModel
+from xaibench.passes import Pass
+from xaibench.targets import Target, TargetSpec, resolve
+
+Pair = tuple[str, str]  # (explainer name, layer path)
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max scaling of [B, H, W] maps, as pytorch-grad-cam's ``scale_cam_image``."""
+    flat = x.reshape(x.shape[0], -1)
+    x = x - flat.min(dim=1).values[:, None, None]
+    return x / (1e-7 + x.reshape(x.shape[0], -1).max(dim=1).values[:, None, None])
+
+
+def normalize(raw: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """ReLU, min-max, resize to ``size`` (bilinear), min-max: maps in [0, 1] at input size."""
+    cam = minmax(torch.nan_to_num(raw.float()).clamp_min(0))
+    if tuple(cam.shape[-2:]) != tuple(size):
+        cam = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return minmax(cam.clamp_min(0))
+
+
+@dataclass
+class BatchMaps:
+    """Normalised maps of one batch, the model's logits on it and the resolved targets."""
+
+    maps: dict[Pair, torch.Tensor]
+    logits: torch.Tensor
+    target: Target
+
+
+class HeatmapEngine:
+    """Computes maps for batches of images, sharing passes across explainers and layers."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        explainers: Mapping[str, object],
+        *,
+        target: TargetSpec | None = None,
+        chunk_size: int = 16,
+        cache: HeatmapCache | None = None,
+        counter: PassCounter | None = None,
+    ):
+        self.model = model
+        self.explainers = dict(explainers)
+        self.target_spec = target or TargetSpec()
+        self.chunk_size = chunk_size
+        self.cache = cache if cache is not None else HeatmapCache()
+        self.counter = counter or PassCounter()
+        self.computed: list[Pair] = []  # every (explainer, layer) actually computed (not cached)
+
+    # -- planning -------------------------------------------------------------------------
+    def _closure(self, pairs: Sequence[Pair]) -> list[Pair]:
+        """``pairs`` plus the base pairs composites need, bases first."""
+        out: list[Pair] = []
+
+        def add(pair: Pair, stack: tuple[str, ...] = ()) -> None:
+            name, layer = pair
+            if name in stack:
+                raise UserError(f"explainer {name!r} composes itself: {' -> '.join(stack + (name,))}")
+            if name not in self.explainers:
+                raise UserError(f"explainer {name!r} is used by {stack[-1]!r} but not instantiated")
+            for base in getattr(self.explainers[name], "composes", ()):
+                add((base, layer), stack + (name,))
+            if pair not in out:
+                out.append(pair)
+
+        for p in pairs:
+            add(p)
+        return out
+
+    def _key(self, pair: Pair, img_key: str, target_key: str) -> str:
+        name, layer = pair
+        return heatmap_key(self.model.identity, img_key, layer, name, params_key(self.explainers[name]), target_key)
+
+    # -- passes -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _scores(self, logits_fn, inputs: torch.Tensor, idx: torch.Tensor, target: Target, tail: bool) -> torch.Tensor:
+        out = []
+        for s in range(0, inputs.shape[0], self.chunk_size):
+            chunk, ids = inputs[s : s + self.chunk_size], idx[s : s + self.chunk_size]
+            logits = logits_fn(chunk, ids)
+            out.append(target.select(ids).score(logits))
+            if tail:
+                self.counter.tail_forwards += 1
+                self.counter.tail_rows += chunk.shape[0]
+            else:
+                self.counter.forwards += 1
+                self.counter.forward_rows += chunk.shape[0]
+        return torch.cat(out) if out else inputs.new_zeros(0)
+
+    def run(
+        self,
+        images: torch.Tensor,
+        layers: Sequence[str],
+        *,
+        ground_truth: torch.Tensor | None = None,
+        pairs: Sequence[Pair] | None = None,
+        target: TargetSpec | torch.Tensor | Sequence[int] | int | None = None,
+        image_keys: list[str] | None = None,
+    ) -> BatchMaps:
+        """Maps for ``pairs`` (default: every explainer x every layer) of ``images``."""
+        device = self.model.device
+        module = self.model.module
+        images = images.to(device)
+        if ground_truth is not None:
+            ground_truth = ground_truth.to(device)
+        spec = self.target_spec if target is None else target
+        target_key = spec.key() if isinstance(spec, TargetSpec) else f"given:{image_key(torch.as_tensor(spec).float())}"
+        keys = image_keys or [image_key(im) for im in images]
+        wanted = list(pairs) if pairs is not None else [(n, l) for n in self.explainers for l in layers]
+        plan = self._closure(wanted)
+        size = images.shape[-2:]
+
+        maps: dict[Pair, torch.Tensor] = {}
+        missing: list[Pair] = []
+        for pair in plan:
+            got = [self.cache.get(self._key(pair, k, target_key)) for k in keys]
+            if all(g is not None for g in got):
+                maps[pair] = torch.stack(got).to(device)
+            else:
+                missing.append(pair)
+
+        needs = Pass.NONE
+        for name, _ in missing:
+            needs |= self.explainers[name].needs
+        uses_layer = Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.TAIL_FORWARDS
+        hooked = list(dict.fromkeys(l for n, l in missing if self.explainers[n].needs & uses_layer))
+        tails = {l: self.model.tail(l) for n, l in missing if self.explainers[n].needs & Pass.TAIL_FORWARDS}
+        extra = list(dict.fromkeys(p for t in tails.values() if t is not None for p in t.extra))
+
+        resolved: dict[str, Target] = {}
+
+        def score(logits: torch.Tensor) -> torch.Tensor:
+            resolved["t"] = resolve(spec, logits.detach(), ground_truth)
+            return resolved["t"].score(logits)
+
+        captured = shared_pass(
+            module,
+            images,
+            hooked,
+            score=score if needs & Pass.GRADIENTS else None,
+            extra=extra,
+            counter=self.counter,
+        )
+        tgt = resolved.get("t") or resolve(spec, captured.logits, ground_truth)
+
+        def masked_scores(inputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return self._scores(lambda x, ids: _first(module(x)), inputs, idx, tgt, tail=False)
+
+        for pair in missing:
+            name, layer = pair
+            explainer = self.explainers[name]
+            tail = tails.get(layer)
+
+            def tail_logits(acts: torch.Tensor, ids: torch.Tensor, layer=layer, tail=tail) -> torch.Tensor:
+                if tail is not None:
+                    return tail.fn(acts, captured.extras, ids)
+                return forward_replacing(module, images[ids], layer, acts)
+
+            def tail_scores(acts: torch.Tensor, idx: torch.Tensor, tail_logits=tail_logits) -> torch.Tensor:
+                return self._scores(tail_logits, acts, idx, tgt, tail=True)
+
+            def explain_other(other: str, layer=layer) -> torch.Tensor:
+                return maps[(other, layer)]
+
+            ctx = ExplainContext(
+                images=images,
+                layer=layer,
+                activations=captured.activations.get(layer),
+                gradients=captured.gradients.get(layer),
+                target=tgt,
+                logits=captured.logits,
+                image_keys=keys,
+                masked_scores=masked_scores,
+                tail_scores=tail_scores,
+                explain=explain_other,
+                ground_truth=ground_truth,
+            )
+            with torch.no_grad():
+                raw = explainer.explain(ctx)
+            if raw.ndim != 3 or raw.shape[0] != images.shape[0]:
+                raise RuntimeError(f"explainer {name!r} returned shape {tuple(raw.shape)}, expected [B, h, w]")
+            maps[pair] = normalize(raw, size)
+            self.computed.append(pair)
+            for k, m in zip(keys, maps[pair]):
+                self.cache.put(self._key(pair, k, target_key), m)
+        return BatchMaps({p: maps[p] for p in wanted}, captured.logits, tgt)
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out

@@ -1,0 +1,144 @@
+"""Markdown leaderboards from a run's tidy results and summary.
+
+Every table ranks in the metric's declared direction and shows the mean with its 95%
+bootstrap CI; ``p`` is the paired Wilcoxon test against the best method of the column
+(a blank p marks the best). The WHU study's three analyses get their own sections:
+(a) best method per perturbation mode and threshold, (b) ranking by IoU drop,
+(c) one layer against the other for each method and metric.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xaibench.stats import bootstrap_ci
+
+MODE_NAMES = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target"}
+ARROW = {"higher": "↑", "lower": "↓"}
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _ci(row) -> str:
+    return f"{_fmt(row['mean'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+
+
+def _p(row) -> str:
+    if row.get("best"):
+        return "best"
+    p = row.get("p_vs_best")
+    return "–" if p is None or (isinstance(p, float) and math.isnan(p)) else (f"{p:.3f}" + (" *" if p < 0.05 else ""))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _sorted(block: pd.DataFrame) -> pd.DataFrame:
+    higher = block["direction"].iloc[0] == "higher"
+    return block.dropna(subset=["mean"]).sort_values("mean", ascending=not higher, kind="stable")
+
+
+def rankings(summary: pd.DataFrame, top: int = 10) -> str:
+    """Per metric (and perturbation mode): the top cells, best first."""
+    parts = []
+    for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
+        block = _sorted(block)
+        if block.empty:
+            continue
+        title = f"### {metric}" + (f" — {MODE_NAMES.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
+        rows = [
+            [str(i + 1), r["explainer"], r["layer"], r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
+            for i, (_, r) in enumerate(block.head(top).iterrows())
+        ]
+        parts.append(title + "\n\n" + _table(["rank", "explainer", "layer", "threshold", "mean [95% CI]", "n", "p vs best"], rows))
+    return "\n\n".join(parts)
+
+
+def best_per_mode(summary: pd.DataFrame) -> str:
+    """(a) For each mode and threshold: the best method by confidence, with its confidence and entropy."""
+    conf = summary[(summary["metric"] == "confidence") & (summary["perturbation"] != "")]
+    if conf.empty:
+        return ""
+    ent = summary[summary["metric"] == "entropy"].set_index(["explainer", "layer", "threshold", "perturbation"])
+    parts = []
+    for mode, block in conf.groupby("perturbation", sort=False):
+        rows = []
+        for thr, tb in block.groupby("threshold", sort=True):
+            tb = _sorted(tb)
+            if tb.empty:
+                continue
+            r = tb.iloc[0]
+            e = ent.loc[(r["explainer"], r["layer"], thr, mode)] if (r["explainer"], r["layer"], thr, mode) in ent.index else None
+            rows.append([thr, r["explainer"], r["layer"], _ci(r), _ci(e) if e is not None else "–"])
+        d = block["direction"].iloc[0]
+        parts.append(f"### {MODE_NAMES.get(mode, mode)} (confidence {d} is better)\n\n" + _table(["threshold", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
+    return "\n\n".join(parts)
+
+
+def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
+    """(b) Methods ranked by IoU drop, averaged over thresholds per image (most negative first)."""
+    df = results[results["metric"] == "iou_drop"]
+    if df.empty:
+        return ""
+    per_image = df.groupby(["explainer", "layer", "image_id"])["value"].mean().reset_index()
+    rows = []
+    for (e, l), g in per_image.groupby(["explainer", "layer"]):
+        v = g["value"].to_numpy(dtype=float)
+        lo, hi = bootstrap_ci(v, seed)
+        rows.append((float(np.nanmean(v)) if np.isfinite(v).any() else np.nan, e, l, lo, hi, int(np.isfinite(v).sum())))
+    rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
+    body = [[str(i + 1), e, l, f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]", str(n)] for i, (m, e, l, lo, hi, n) in enumerate(rows)]
+    return _table(["rank", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)
+
+
+def layer_comparison(summary: pd.DataFrame) -> str:
+    """(c) For each method and metric (averaged over thresholds): each layer's mean, and which is better."""
+    layers = sorted(summary["layer"].unique())
+    if len(layers) < 2:
+        return ""
+    agg = summary.groupby(["explainer", "metric", "perturbation", "layer"], dropna=False).agg(mean=("mean", "mean"), direction=("direction", "first")).reset_index()
+    rows = []
+    for (e, m, p), g in agg.groupby(["explainer", "metric", "perturbation"], dropna=False):
+        by = dict(zip(g["layer"], g["mean"]))
+        d = g["direction"].iloc[0]
+        vals = [by.get(l, np.nan) for l in layers]
+        finite = [(v, l) for v, l in zip(vals, layers) if not math.isnan(v)]
+        better = (max(finite)[1] if d == "higher" else min(finite)[1]) if len(finite) > 1 else "–"
+        rows.append([e, m + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else ""), *[_fmt(v) for v in vals], better])
+    return _table(["explainer", "metric", *layers, "better"], rows)
+
+
+def render(results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None) -> str:
+    """The whole leaderboard as markdown."""
+    datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
+    models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
+    n_images = results["image_id"].nunique() if not results.empty else 0
+    out = [
+        f"# {title}",
+        "",
+        f"Dataset: {datasets} · model: {models} · images: {n_images} · rows: {len(results)}",
+        "",
+        "Means with 95% bootstrap confidence intervals over images; `p vs best` is the paired Wilcoxon signed-rank",
+        "test against the best method of the same column (`*`: p < 0.05, a real difference).",
+    ]
+    sections = [
+        ("Best method per perturbation mode and threshold", best_per_mode(summary)),
+        ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
+        ("Layer comparison", layer_comparison(summary)),
+        ("Rankings per metric", rankings(summary)),
+    ]
+    for name, body in sections:
+        if body:
+            out += ["", f"## {name}", "", body]
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(out) + "\n"

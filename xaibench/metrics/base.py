@@ -1,0 +1,62 @@
+"""What a metric is: per-image scores of one heatmap (binarised, perturbed or not).
+
+A metric class declares, as class attributes:
+
+- ``name``; ``direction``: ``"higher"`` or ``"lower"`` is better (leaderboards rank by it);
+- ``uses_threshold``: whether it reads the map binarised at the cell's threshold;
+- ``perturbation``: ``"cell"`` (one value per perturbation mode of the grid), a fixed mode
+  name (e.g. ``"background_only"`` for IoU drop), or ``None`` (no perturbed input).
+
+An optional ``directions`` dict overrides ``direction`` per perturbation mode (confidence
+should drop under M1 but stay under M2). ``compute(ctx)`` returns a float tensor [B] (NaN where the value is undefined for an image,
+e.g. an empty target region). Metrics never call the model directly: perturbed inputs are
+batched by the runner, and ``ctx.forward`` batches any other inputs a metric needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from xaibench.targets import Target
+
+
+@dataclass
+class MetricContext:
+    """One heatmap of one grid cell for a batch of images.
+
+    images [B, C, H, W]; ground_truth [B, H, W] class ids (or None); target: resolved targets;
+    logits: the model's output on the clean images; heatmap [B, H, W] in [0, 1];
+    threshold [B] (per image: Otsu differs by image) and binary [B, H, W] (heatmap >= threshold)
+    when the metric uses a threshold; perturbed_logits: output on the perturbed input of the
+    cell's mode; forward(inputs) -> logits, batched in chunks; fill [B, C, H, W]: what removed
+    pixels are replaced with.
+    """
+
+    images: torch.Tensor
+    ground_truth: torch.Tensor | None
+    target: Target
+    logits: torch.Tensor
+    heatmap: torch.Tensor
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    fill: torch.Tensor
+    threshold: torch.Tensor | None = None
+    binary: torch.Tensor | None = None
+    perturbed_logits: torch.Tensor | None = None
+
+
+@runtime_checkable
+class Metric(Protocol):
+    name: ClassVar[str]
+    direction: ClassVar[str]
+    uses_threshold: ClassVar[bool]
+    perturbation: ClassVar[str | None]
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor: ...
+
+
+def direction(metric: object, perturbation: str = "") -> str:
+    """Whether ``higher`` or ``lower`` is better for ``metric`` under ``perturbation``."""
+    return getattr(metric, "directions", {}).get(perturbation, metric.direction)

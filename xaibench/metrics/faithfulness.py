@@ -1,0 +1,88 @@
+"""Faithfulness by perturbation (the WHU study's M1 / M2 / M3 and IoU drop).
+
+Each reads the model's output on the input perturbed according to the cell's mode (see
+:mod:`xaibench.perturb`). Formulas are in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.segmentation import mean_iou
+
+from xaibench.metrics.base import MetricContext
+from xaibench.targets import predicted_classes, probabilities
+
+
+def target_region(ctx: MetricContext) -> torch.Tensor:
+    """The target region [B, H, W] (the ground truth for classifiers, which have none)."""
+    if ctx.target.region is not None:
+        return ctx.target.region.float()
+    if ctx.ground_truth is None:
+        raise ValueError("this metric needs a target region or ground-truth masks")
+    return (ctx.ground_truth == ctx.target.class_ids.to(ctx.ground_truth.device)[:, None, None]).float()
+
+
+def region_mean(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean of values [B, H, W] over region [B, H, W]; NaN where the region is empty."""
+    area = region.sum(dim=(1, 2))
+    total = (values * region).sum(dim=(1, 2))
+    return torch.where(area > 0, total / area.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+def binary_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-image IoU of two boolean masks [B, H, W] (torchmetrics); NaN where both are empty."""
+    iou = mean_iou(pred.long(), truth.long(), num_classes=2, include_background=False, per_class=True, input_format="index")[:, 0]
+    return torch.where(iou < 0, torch.full_like(iou, float("nan")), iou)
+
+
+class Confidence:
+    """Mean predicted probability of the target class over the target region, on the perturbed input."""
+
+    name = "confidence"
+    direction = "higher"  # M2, M3: a faithful map keeps the model confident
+    directions = {"background_only": "lower"}  # M1: removing a faithful map's region makes confidence drop
+    uses_threshold = True
+    perturbation = "cell"
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        probs = probabilities(ctx.perturbed_logits)
+        cls = ctx.target.class_ids.to(probs.device)
+        if probs.ndim == 2:
+            return probs[torch.arange(probs.shape[0]), cls]
+        p = probs[torch.arange(probs.shape[0]), cls]
+        return region_mean(p, target_region(ctx).to(p.device))
+
+
+class Entropy:
+    """Mean per-pixel prediction entropy (nats) over the target region, on the perturbed input."""
+
+    name = "entropy"
+    direction = "lower"
+    uses_threshold = True
+    perturbation = "cell"
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        probs = probabilities(ctx.perturbed_logits)
+        ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
+        if ent.ndim == 1:
+            return ent
+        return region_mean(ent, target_region(ctx).to(ent.device))
+
+
+class IoUDrop:
+    """IoU with ground truth of the prediction on the input with the highlighted region removed,
+    minus the IoU of the prediction on the original input. Negative: the map found what mattered."""
+
+    name = "iou_drop"
+    direction = "lower"
+    uses_threshold = True
+    perturbation = "background_only"
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        if ctx.ground_truth is None or ctx.logits.ndim != 4:
+            raise ValueError("iou_drop needs a segmentation model and ground-truth masks")
+        cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
+        truth = ctx.ground_truth.to(ctx.logits.device) == cls
+        before = binary_iou(predicted_classes(ctx.logits) == cls, truth)
+        after = binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
+        return after - before

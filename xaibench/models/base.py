@@ -1,0 +1,101 @@
+"""What a model plugin provides: a network ready for inference plus what xaibench must know about it.
+
+A model plugin registers a class whose constructor keyword arguments are its ``[model]`` config
+keys, and whose ``load(dataset, *, device, cache_dir)`` returns a :class:`LoadedModel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+
+from xaibench.errors import UserError, did_you_mean
+
+Task = Literal["binary", "multiclass", "classifier"]
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The network from a layer's output to the logits, for ablation-style explainers.
+
+    ``extra`` names modules whose outputs the tail also needs (e.g. a U-Net's encoder, for the
+    skip connections); the runner captures them in the shared forward. ``fn(activation, extras,
+    idx)`` maps a batch of (modified) layer outputs to logits, where row ``n`` comes from image
+    ``idx[n]`` of the captured batch, so ``extras`` must be indexed with ``idx``.
+    """
+
+    extra: tuple[str, ...]
+    fn: Callable[[torch.Tensor, dict[str, Any], torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode on its device, with its task, layer aliases and optional tail splits.
+
+    task: ``binary`` (logits [B, 1, H, W], sigmoid), ``multiclass`` (logits [B, C, H, W],
+    softmax) or ``classifier`` (logits [B, C]; C == 1 means a sigmoid classifier).
+    layers: alias -> module path (e.g. ``decoder1 -> decoder.blocks.4``).
+    tail: module path -> :class:`Tail` or None where the model cannot be split there.
+    """
+
+    module: nn.Module
+    task: Task
+    layers: dict[str, str] = field(default_factory=dict)
+    tail: Callable[[str], Tail | None] = lambda path: None
+    identity: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.identity:
+            self.identity = weights_hash(self.module)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.module.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def resolve_layer(self, layer: str | nn.Module) -> str:
+        """Module path of ``layer``: an alias, a module path, or a module of this model."""
+        if isinstance(layer, nn.Module):
+            for path, mod in self.module.named_modules():
+                if mod is layer:
+                    return path
+            raise UserError(f"layer {type(layer).__name__} is not a module of this model")
+        if layer in self.layers:
+            return self.layers[layer]
+        paths = [p for p, _ in self.module.named_modules() if p]
+        if layer in paths:
+            return layer
+        raise UserError(did_you_mean(layer, list(self.layers) + paths, "layer"))
+
+    def layer_name(self, path: str) -> str:
+        """The alias of ``path`` if it has one, else the path itself (used in results)."""
+        for alias, p in self.layers.items():
+            if p == path:
+                return alias
+        return path
+
+
+def infer_task(logits: torch.Tensor) -> Task:
+    """Task of a bare module from the shape of its output."""
+    if logits.ndim == 2:
+        return "classifier"
+    if logits.ndim == 4:
+        return "binary" if logits.shape[1] == 1 else "multiclass"
+    raise UserError(
+        f"model output has shape {tuple(logits.shape)}; expected [B, C, H, W] (segmentation) or [B, C] (classifier)"
+    )
+
+
+def weights_hash(module: nn.Module) -> str:
+    """Content hash of a module's parameters and buffers (identifies a model in caches)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

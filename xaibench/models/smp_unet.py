@@ -1,0 +1,148 @@
+"""Model plugin ``smp_unet``: a segmentation-models-pytorch U-Net, trained on first use.
+
+Layer aliases: ``decoder1`` is the last decoder block, ``decoder2`` the one before it (the
+WHU study's two layers); any module path (``decoder.blocks.3``) works too. The plugin splits
+the network at a decoder block so ablation explainers run only the rest of the decoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xaibench.datasets.base import Sample
+from xaibench.errors import UserError
+from xaibench.models.base import LoadedModel, Tail
+from xaibench.models.training import LoadContext, config_hash, load_checkpoint, train_or_load
+
+
+def _stack(items: list[Sample], device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([s.image for s in items]).to(device), torch.stack([s.mask for s in items]).to(device)
+
+
+def segmentation_step(module: nn.Module, items: list[Sample], opt: torch.optim.Optimizer) -> dict[str, float]:
+    """One optimisation step: BCE (one logit channel) or cross-entropy (several) on the masks."""
+    device = next(module.parameters()).device
+    x, y = _stack(items, device)
+    logits = module(x)
+    if logits.shape[1] == 1:
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], (y > 0).float())
+    else:
+        loss = F.cross_entropy(logits, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return {"loss": float(loss.detach())}
+
+
+def unet_tail(model: nn.Module, path: str) -> Tail | None:
+    """The rest of an smp ``Unet`` after decoder block ``path`` (``decoder.blocks.i``), or None."""
+    decoder = getattr(model, "decoder", None)
+    blocks = getattr(decoder, "blocks", None)
+    if blocks is None or not path.startswith("decoder.blocks."):
+        return None
+    try:
+        start = int(path.rsplit(".", 1)[1])
+    except ValueError:
+        return None
+    if not 0 <= start < len(blocks) or getattr(model, "classification_head", None) is not None:
+        return None
+
+    def fn(act: torch.Tensor, extras: dict[str, Any], idx: torch.Tensor) -> torch.Tensor:
+        features = [f[idx] for f in extras["encoder"]]
+        shapes = [f.shape[2:] for f in features][::-1]
+        skips = features[1:][::-1][1:]
+        x = act
+        for i in range(start + 1, len(blocks)):
+            h, w = shapes[i + 1]
+            skip = skips[i] if i < len(skips) else None
+            x = blocks[i](x, h, w, skip_connection=skip)
+        return model.segmentation_head(x)
+
+    return Tail(extra=("encoder",), fn=fn)
+
+
+class SmpUnet:
+    """segmentation-models-pytorch ``Unet``; ``checkpoint`` loads weights, else it trains on first use."""
+
+    name = "smp_unet"
+
+    def __init__(
+        self,
+        encoder: str = "resnet18",
+        encoder_depth: int = 5,
+        decoder_channels: list[int] = [256, 128, 64, 32, 16],  # noqa: B006 (a config default, never mutated)
+        classes: int = 0,
+        checkpoint: str = "",
+        epochs: int = 8,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ):
+        if len(decoder_channels) != encoder_depth:
+            raise UserError(
+                f"model.decoder_channels has {len(decoder_channels)} entries but model.encoder_depth is {encoder_depth}; give one channel count per decoder block"
+            )
+        if epochs < 1 or batch_size < 1 or lr <= 0:
+            raise UserError("model.epochs and model.batch_size must be >= 1 and model.lr > 0")
+        self.encoder = encoder
+        self.encoder_depth = encoder_depth
+        self.decoder_channels = list(decoder_channels)
+        self.classes = classes
+        self.checkpoint = checkpoint
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+
+    def build(self, num_classes: int) -> nn.Module:
+        import segmentation_models_pytorch as smp
+
+        classes = self.classes or (1 if num_classes <= 2 else num_classes)
+        torch.manual_seed(self.seed)
+        try:
+            return smp.Unet(
+                encoder_name=self.encoder,
+                encoder_weights=None,  # nothing is downloaded: weights come from training or a checkpoint
+                encoder_depth=self.encoder_depth,
+                decoder_channels=self.decoder_channels,
+                classes=classes,
+            )
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"model.encoder = {self.encoder!r} is not an encoder segmentation-models-pytorch knows: {exc}") from exc
+
+    def load(self, ctx: LoadContext) -> LoadedModel:
+        module = self.build(ctx.dataset.num_classes)
+        if self.checkpoint:
+            load_checkpoint(module, self.checkpoint)
+            module = module.to(ctx.device).eval()
+        else:
+            params = {k: v for k, v in vars(self).items() if k != "checkpoint"}
+            key = config_hash(model=self.name, params=params, dataset=ctx.dataset_key)
+            module = train_or_load(
+                module,
+                ctx.cache_dir / "models" / f"{self.name}-{key}.pt",
+                segmentation_step,
+                ctx.dataset.split("train"),
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                seed=self.seed,
+                device=ctx.device,
+                title=f"{self.name} ({self.encoder})",
+                show_progress=ctx.show_progress,
+            )
+        n = len(module.decoder.blocks)
+        layers = {"decoder1": f"decoder.blocks.{n - 1}"}
+        if n > 1:
+            layers["decoder2"] = f"decoder.blocks.{n - 2}"
+        binary = module.segmentation_head[0].out_channels == 1
+        return LoadedModel(
+            module=module,
+            task="binary" if binary else "multiclass",
+            layers=layers,
+            tail=lambda path: unet_tail(module, path),
+        )

@@ -1,0 +1,119 @@
+"""Train-on-first-use for model plugins: a seeded loop with a progress bar, cached by config hash.
+
+No machine here reaches a model hub, so a model plugin without a checkpoint trains itself on
+the dataset's train split the first time it is used and caches the weights under
+``$XAIBENCH_CACHE/models/`` keyed by a hash of everything that determines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from xaibench.errors import UserError
+from xaibench.progress import progress_bar
+
+
+@dataclass
+class LoadContext:
+    """What a model plugin's ``load`` receives."""
+
+    dataset: Any
+    dataset_key: str  #: hash of the dataset plugin's name and parameters
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XAIBENCH_CACHE", Path.home() / ".cache" / "xaibench")))
+    show_progress: bool = True
+
+
+def config_hash(**parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(module: nn.Module, path: str | Path) -> None:
+    """Load weights saved as a state dict (or {"state_dict": ...}) with ``weights_only=True``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint {str(path)!r} cannot be read as torch weights: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint {str(path)!r} does not fit this model: {first}") from exc
+
+
+def batches(samples: Sequence, batch_size: int, generator: torch.Generator):
+    order = torch.randperm(len(samples), generator=generator).tolist()
+    for s in range(0, len(order), batch_size):
+        items = [samples[i] for i in order[s : s + batch_size]]
+        yield items
+
+
+def train_or_load(
+    module: nn.Module,
+    cache_path: Path,
+    train_step: Callable[[nn.Module, list, torch.optim.Optimizer], dict[str, float]],
+    samples: Sequence,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    title: str,
+    show_progress: bool = True,
+) -> nn.Module:
+    """Load ``cache_path`` if present, else train ``module`` with ``train_step`` and save it there."""
+    if cache_path.is_file():
+        try:
+            module.load_state_dict(torch.load(cache_path, map_location="cpu", weights_only=True))
+            return module.to(device).eval()
+        except Exception:  # a stale or torn cache entry: train again
+            pass
+    if len(samples) == 0:
+        raise UserError(f"{title}: the dataset's train split is empty; nothing to train on")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    module.to(device).train()
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(f"training {title}", total=epochs)
+        for epoch in range(epochs):
+            logs: dict[str, float] = {}
+            n = 0
+            for items in batches(samples, batch_size, gen):
+                out = train_step(module, items, opt)
+                for k, v in out.items():
+                    logs[k] = logs.get(k, 0.0) + v
+                n += 1
+            text = " ".join(f"{k}={v / max(n, 1):.4f}" for k, v in logs.items())
+            bar.update(task, advance=1, description=f"training {title} epoch {epoch + 1}/{epochs} {text}")
+    module.eval()
+    save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
+    return module

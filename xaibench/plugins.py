@@ -1,0 +1,131 @@
+"""Plugin discovery: a fresh pluggy PluginManager per registry, fed by the ``xaibench`` entry points.
+
+Built-in explainers, metrics, datasets and models are entry points of the ``xaibench``
+distribution itself (see pyproject.toml), so they load exactly like a third-party package's.
+There is no global manager: every :func:`load_registry` call builds its own, so tests (and
+notebooks) can add plugin modules of their own with ``extra_plugins``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Iterable
+
+import pluggy
+
+from xaibench import hookspecs
+from xaibench.errors import UserError, did_you_mean
+
+GROUP = "xaibench"
+KINDS = ("explainers", "metrics", "datasets", "models")
+_SINGULAR = {"explainers": "explainer", "metrics": "metric", "datasets": "dataset", "models": "model"}
+LOCAL = "(local)"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered plugin class and where it came from."""
+
+    kind: str
+    name: str
+    cls: type
+    distribution: str
+    module: str
+
+
+def _distributions(pm: pluggy.PluginManager) -> dict[int, str]:
+    out = {}
+    for plugin, dist in pm.list_plugin_distinfo():
+        out[id(plugin)] = dist.metadata["name"] or LOCAL
+    return out
+
+
+class Registry:
+    """Registered plugin classes by kind and name."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        dists = _distributions(pm)
+        for kind in KINDS:
+            hook = getattr(pm.hook, f"register_{kind}")
+            for impl in hook.get_hookimpls():
+                dist = dists.get(id(impl.plugin), LOCAL)
+                module = getattr(impl.plugin, "__name__", impl.plugin_name)
+                impl.function(register=self._registrar(kind, dist, module))
+
+    def _registrar(self, kind: str, dist: str, module: str):
+        def register(cls: type) -> None:
+            name = getattr(cls, "name", None)
+            if not isinstance(name, str) or not name:
+                raise UserError(
+                    f"plugin module {module!r} ({dist}) registered {kind[:-1]} {cls!r} without a 'name' attribute"
+                )
+            old = self._entries[kind].get(name)
+            if old is not None:
+                raise UserError(
+                    f"{_SINGULAR[kind]} {name!r} is registered twice: by {old.module} "
+                    f"(distribution {old.distribution}) and by {module} (distribution {dist}); "
+                    "uninstall one of them or rename the plugin"
+                )
+            self._entries[kind][name] = Entry(kind, name, cls, dist, module)
+
+        return register
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def entries(self, kind: str) -> list[Entry]:
+        return [self._entries[kind][n] for n in self.names(kind)]
+
+    def entry(self, kind: str, name: str) -> Entry:
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            raise UserError(did_you_mean(name, self.names(kind), _SINGULAR[kind])) from None
+
+    def get(self, kind: str, name: str) -> type:
+        """The class registered as ``name``; an unknown name raises with the closest names."""
+        return self.entry(kind, name).cls
+
+    def expand(self, kind: str, patterns: Iterable[str]) -> list[str]:
+        """Names matching each pattern (``fnmatch`` wildcards such as ``"*cam*"``), in order, unique."""
+        out: list[str] = []
+        for pat in patterns:
+            if any(ch in pat for ch in "*?["):
+                hits = [n for n in self.names(kind) if fnmatch.fnmatchcase(n, pat)]
+                if not hits:
+                    raise UserError(
+                        f"pattern {pat!r} matches no {_SINGULAR[kind]}. Available: {', '.join(self.names(kind))}"
+                    )
+            else:
+                self.entry(kind, pat)
+                hits = [pat]
+            out.extend(h for h in hits if h not in out)
+        return out
+
+
+def plugin_manager(extra_plugins: Iterable[ModuleType | object] = ()) -> pluggy.PluginManager:
+    """A new PluginManager with the hookspecs, every installed entry point and ``extra_plugins``."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    try:
+        pm.load_setuptools_entrypoints(GROUP)
+    except Exception as exc:  # a broken third-party package must not look like our bug
+        raise UserError(f"could not load an entry point of group {GROUP!r}: {type(exc).__name__}: {exc}") from exc
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        dists = _distributions(pm)
+        where = getattr(exc.plugin, "__name__", repr(exc.plugin))
+        dist = dists.get(id(exc.plugin), LOCAL)
+        raise UserError(f"plugin {where} (distribution {dist}): {exc}") from exc
+    return pm
+
+
+def load_registry(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
+    """Discover every plugin and return their registered classes."""
+    return Registry(plugin_manager(extra_plugins))

@@ -1,0 +1,78 @@
+"""Aggregation per cell: mean, std, n and a 95% bootstrap CI (scipy.stats.bootstrap), and the
+paired Wilcoxon signed-rank test of each method against the best one in its column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CELL = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric"]
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return (np.nan, np.nan)
+    if len(values) < 2 or np.ptp(values) == 0:
+        return (float(values[0]) if np.ptp(values) == 0 else np.nan,) * 2
+    res = stats.bootstrap(
+        (values,), np.mean, confidence_level=0.95, n_resamples=n_resamples, method="percentile",
+        random_state=np.random.default_rng(seed), vectorized=True,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarize(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per cell: mean, std, ci_low, ci_high, n (non-NaN images), direction."""
+    rows = []
+    for key, g in df.groupby(CELL, sort=True, dropna=False):
+        v = g["value"].to_numpy(dtype=float)
+        ok = v[~np.isnan(v)]
+        lo, hi = bootstrap_ci(v, seed)
+        rows.append(
+            dict(
+                zip(CELL, key),
+                mean=float(ok.mean()) if len(ok) else np.nan,
+                std=float(ok.std(ddof=1)) if len(ok) > 1 else np.nan,
+                ci_low=lo,
+                ci_high=hi,
+                n=int(len(ok)),
+                direction=g["direction"].iloc[0],
+            )
+        )
+    out = pd.DataFrame(rows, columns=CELL + ["mean", "std", "ci_low", "ci_high", "n", "direction"])
+    return add_paired_tests(df, out)
+
+
+def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Columns ``best`` (this cell is the best explainer of its column) and ``p_vs_best``: the
+    Wilcoxon signed-rank p-value of this explainer against the best one on the same images,
+    within each (layer, threshold, perturbation, metric) column."""
+    summary = summary.copy()
+    summary["best"] = False
+    summary["p_vs_best"] = np.nan
+    column = ["dataset", "model", "layer", "threshold", "perturbation", "metric"]
+    for _, idx in summary.groupby(column, dropna=False).groups.items():
+        block = summary.loc[idx].dropna(subset=["mean"])
+        if block.empty:
+            continue
+        higher = block["direction"].iloc[0] == "higher"
+        best = block["mean"].idxmax() if higher else block["mean"].idxmin()
+        summary.loc[best, "best"] = True
+        sel = df
+        for c in column:
+            sel = sel[sel[c] == summary.loc[best, c]]
+        per = sel.pivot_table(index="image_id", columns="explainer", values="value", aggfunc="first")
+        b = summary.loc[best, "explainer"]
+        for i in block.index:
+            e = summary.loc[i, "explainer"]
+            if e == b or e not in per or b not in per:
+                continue
+            pair = per[[e, b]].dropna()
+            diff = pair[e] - pair[b]
+            if len(pair) < 2 or np.allclose(diff, 0):
+                summary.loc[i, "p_vs_best"] = 1.0 if len(pair) >= 2 else np.nan
+                continue
+            summary.loc[i, "p_vs_best"] = float(stats.wilcoxon(pair[e], pair[b]).pvalue)
+    return summary
