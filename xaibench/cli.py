@@ -84,12 +84,13 @@ def _cmd_validate(args) -> int:
 
     config = load_config(args.config)
     p = plan(config)
-    layers = ", ".join(config.grid.layers)
-    print(
-        f"ok: {args.config}: {len(p.cells)} cells ({len(p.explainer_names)} explainers x layers [{layers}] x "
-        f"{len(config.thresholds())} thresholds x {len(config.grid.perturbations)} perturbations, {len(p.metrics)} metrics) "
-        f"on {config.dataset.name}/{config.split} with {config.model.name}"
-    )
+    print(f"ok: {args.config}: {len(p.cells)} cells on {config.dataset.name}/{config.split}")
+    for m in p.models:
+        print(
+            f"  {m.ref.label} ({m.ref.name}): {len(m.explainer_names)} explainers x layers [{', '.join(m.layers)}] x "
+            f"{len(config.thresholds())} thresholds x {len(config.grid.perturbations)} perturbations, {len(p.metrics)} metrics "
+            f"-> {len(m.cells)} cells"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ Layout::
     [benchmark]  name, seed, description
     [dataset]    name, split ("test"), n_images (0 = all), + the dataset plugin's parameters
     [model]      name, + the model plugin's parameters
+    [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
     [run]        batch_size, chunk_size, fill, target, device      (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
@@ -41,6 +42,16 @@ class PluginRef:
 
 
 @dataclass(frozen=True)
+class ModelRef(PluginRef):
+    """A model of the benchmark: plugin name, parameters, the label it gets in results, and
+    optional per-model ``explainers`` / ``layers`` that replace the grid's for this model."""
+
+    label: str = ""
+    explainers: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Grid:
     explainers: tuple[str, ...]
     layers: tuple[str, ...]
@@ -64,7 +75,7 @@ class Config:
     name: str
     seed: int
     dataset: PluginRef
-    model: PluginRef
+    models: tuple[ModelRef, ...]
     grid: Grid
     run: RunOptions = RunOptions()
     split: str = "test"
@@ -155,16 +166,21 @@ class _Reader:
 def parse_config(data: dict, source: str = "<config>") -> Config:
     """Validate a parsed TOML document and build a :class:`Config`."""
     top = _Reader(source, data, "")
-    for section in ("benchmark", "dataset", "model", "grid"):
+    for section in ("benchmark", "dataset", "grid"):
         if section not in data:
             raise UserError(f"{source}: missing table [{section}]")
-    unknown = sorted(set(data) - {"benchmark", "dataset", "model", "grid", "run", "explainer_params", "metric_params"})
+    if ("model" in data) == ("models" in data):
+        raise UserError(f"{source}: give exactly one of [model] (one model) or [[models]] (several)")
+    unknown = sorted(set(data) - {"benchmark", "dataset", "model", "models", "grid", "run", "explainer_params", "metric_params"})
     if unknown:
         raise UserError(
-            f"{source}: unknown table [{unknown[0]}]; allowed: benchmark, dataset, model, grid, run, explainer_params, metric_params"
+            f"{source}: unknown table [{unknown[0]}]; allowed: benchmark, dataset, model, models, grid, run, explainer_params, metric_params"
         )
     for section in data:
-        if not isinstance(data[section], dict):
+        if section == "models":
+            if not isinstance(data[section], list) or not data[section] or not all(isinstance(t, dict) for t in data[section]):
+                raise UserError(f"{source}: models: must be an array of tables [[models]]")
+        elif not isinstance(data[section], dict):
             raise top.fail(section, "must be a table")
 
     b = _Reader(source, data["benchmark"], "benchmark")
@@ -183,12 +199,24 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         raise d.fail("n_images", "must be >= 0 (0 = the whole split)")
     dataset = PluginRef(dataset_name, d.rest())
 
-    m = _Reader(source, data["model"], "model")
-    model = PluginRef(m.get("name", str), m.rest())
+    models = []
+    tables = [("model", data["model"])] if "model" in data else [(f"models[{i}]", t) for i, t in enumerate(data["models"])]
+    for prefix, table in tables:
+        m = _Reader(source, table, prefix)
+        mname = m.get("name", str)
+        label = m.get("label", str, mname)
+        mex = m.str_list("explainers", [])
+        mlayers = m.str_list("layers", [])
+        models.append(ModelRef(mname, m.rest(), label, mex, mlayers))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        dup = next(l for l in labels if labels.count(l) > 1)
+        raise UserError(f"{source}: models: label {dup!r} is used twice; give each [[models]] entry its own label")
 
     g = _Reader(source, data["grid"], "grid")
-    explainers = g.str_list("explainers")
-    layers = g.str_list("layers")
+    every_model_has = lambda key: all(getattr(m, key) for m in models)  # noqa: E731
+    explainers = g.str_list("explainers", () if every_model_has("explainers") else ...)
+    layers = g.str_list("layers", () if every_model_has("layers") else ...)
     raw_thresholds = g.get("thresholds", list, [])
     thresholds: list[float | str] = []
     for t in raw_thresholds:
@@ -232,7 +260,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         seed=seed,
         description=description,
         dataset=dataset,
-        model=model,
+        models=tuple(models),
         grid=Grid(explainers, layers, tuple(thresholds), perturbations, metrics, sweep),
         run=run,
         split=split,

@@ -39,6 +39,7 @@ def evaluate_batch(
     fill: torch.Tensor,
     forward: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int,
+    labels: torch.Tensor | None = None,
 ) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None]]:
     """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None)."""
     heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells}
@@ -73,6 +74,7 @@ def evaluate_batch(
             heatmap=heat[c.pair],
             forward=forward,
             fill=fill,
+            labels=labels,
             threshold=t,
             binary=binaries.get((c.pair, c.threshold)),
             perturbed_logits=batch.result((c.pair, c.threshold, c.perturbation)) if c.perturbation else None,

@@ -19,6 +19,7 @@ def threshold_label(t: float | str) -> str:
 
 @dataclass(frozen=True, order=True)
 class Cell:
+    model: str
     explainer: str
     layer: str
     threshold: str
@@ -27,7 +28,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return "|".join((self.explainer, self.layer, self.threshold, self.perturbation, self.metric))
+        return "|".join((self.model, self.explainer, self.layer, self.threshold, self.perturbation, self.metric))
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -35,6 +36,7 @@ class Cell:
 
 
 def expand(
+    model: str,
     explainers: Sequence[str],
     layers: Sequence[str],
     thresholds: Sequence[float | str],
@@ -60,5 +62,5 @@ def expand(
             for l in layers:
                 for t in ts:
                     for p in modes:
-                        cells.append(Cell(e, l, t, p, mname))
+                        cells.append(Cell(model, e, l, t, p, mname))
     return cells

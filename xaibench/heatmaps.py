@@ -41,6 +41,12 @@ def normalize(raw: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return minmax(cam.clamp_min(0))
 
 
+def _resize(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
 @dataclass
 class BatchMaps:
     """Normalised maps of one batch, the model's logits on it and the resolved targets."""
@@ -203,7 +209,10 @@ class HeatmapEngine:
                 raw = explainer.explain(ctx)
             if raw.ndim != 3 or raw.shape[0] != images.shape[0]:
                 raise RuntimeError(f"explainer {name!r} returned shape {tuple(raw.shape)}, expected [B, h, w]")
-            maps[pair] = normalize(raw, size)
+            if getattr(explainer, "normalize", True):
+                maps[pair] = normalize(raw, size)
+            else:  # already a probability-like map in [0, 1]: only resized
+                maps[pair] = _resize(raw.float().clamp(0, 1), size)
             self.computed.append(pair)
             for k, m in zip(keys, maps[pair]):
                 self.cache.put(self._key(pair, k, target_key), m)

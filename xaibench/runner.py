@@ -9,6 +9,7 @@ atomic parts; cells already there are skipped (resume).
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 import shutil
 import time
 from importlib import metadata
@@ -21,7 +22,7 @@ import torch
 from xaibench import leaderboard, plots
 from xaibench.cache import HeatmapCache, default_cache_dir, image_key
 from xaibench.capture import PassCounter
-from xaibench.config import Config, _hash, instantiate
+from xaibench.config import Config, ModelRef, _hash, instantiate
 from xaibench.errors import UserError
 from xaibench.evaluation import evaluate_batch
 from xaibench.grid import Cell, expand
@@ -48,42 +49,61 @@ def _versions(registry: Registry, used: Iterable[tuple[str, str]]) -> dict[str, 
     return out
 
 
+@dataclass
+class ModelPlan:
+    """One model of the benchmark: its plugin instance, explainers, layers and cells."""
+
+    ref: ModelRef
+    plugin: Any
+    explainers: dict[str, Any]
+    explainer_names: list[str]
+    layers: tuple[str, ...]
+    cells: list[Cell]
+
+
 class Plan:
     """Everything resolved from a config before any heavy work: plugins, parameters, cells."""
 
     def __init__(self, config: Config, registry: Registry):
         src = config.source
         self.config = config
-        self.explainer_names = registry.expand("explainers", config.grid.explainers)
+        self.registry = registry
         self.metric_names = registry.expand("metrics", config.grid.metrics)
-        self.explainers: dict[str, Any] = {}
-        for n in self.explainer_names:
-            self._explainer(registry, n)
         self.metrics = {
             n: instantiate(registry.get("metrics", n), config.metric_params.get(n, {}), f"{src}: [metric_params.{n}]")
             for n in self.metric_names
         }
-        for n in config.explainer_params:
-            if n not in self.explainers:
-                raise UserError(f"{src}: [explainer_params.{n}]: {n!r} is not an explainer of grid.explainers ({', '.join(self.explainer_names)})")
         self.dataset = instantiate(registry.get("datasets", config.dataset.name), config.dataset.params, f"{src}: [dataset]", config.seed)
-        self.model_plugin = instantiate(registry.get("models", config.model.name), config.model.params, f"{src}: [model]", config.seed)
-        self.cells = expand(self.explainer_names, config.grid.layers, config.thresholds(), config.grid.perturbations, self.metrics, src)
-        self.used = [("explainers", n) for n in self.explainers] + [("metrics", n) for n in self.metrics] + [
-            ("datasets", config.dataset.name),
-            ("models", config.model.name),
-        ]
+        self.models: list[ModelPlan] = []
+        used_explainers: set[str] = set()
+        for i, ref in enumerate(config.models):
+            where = f"{src}: [model]" if len(config.models) == 1 else f"{src}: [[models]] {ref.label!r}"
+            plugin = instantiate(registry.get("models", ref.name), ref.params, where, config.seed)
+            names = registry.expand("explainers", ref.explainers or config.grid.explainers)
+            explainers: dict[str, Any] = {}
+            for n in names:
+                self._explainer(explainers, n)
+            used_explainers |= set(explainers)
+            layers = ref.layers or config.grid.layers
+            cells = expand(ref.label, names, layers, config.thresholds(), config.grid.perturbations, self.metrics, src)
+            self.models.append(ModelPlan(ref, plugin, explainers, names, layers, cells))
+        for n in config.explainer_params:
+            if n not in used_explainers:
+                raise UserError(f"{src}: [explainer_params.{n}]: {n!r} is not an explainer of this benchmark ({', '.join(sorted(used_explainers))})")
+        self.cells = [c for m in self.models for c in m.cells]
+        self.used = [("explainers", n) for n in sorted(used_explainers)] + [("metrics", n) for n in self.metrics]
+        self.used += [("datasets", config.dataset.name)] + [("models", m.ref.name) for m in self.models]
 
-    def _explainer(self, registry: Registry, name: str, stack: tuple = ()) -> None:
-        if name in self.explainers:
+    def _explainer(self, into: dict[str, Any], name: str, stack: tuple = ()) -> None:
+        if name in into:
             return
         if name in stack:
             raise UserError(f"{self.config.source}: explainer {name!r} composes itself")
         where = f"{self.config.source}: [explainer_params.{name}]"
-        inst = instantiate(registry.get("explainers", name), self.config.explainer_params.get(name, {}), where, self.config.seed)
-        self.explainers[name] = inst
+        inst = instantiate(self.registry.get("explainers", name), self.config.explainer_params.get(name, {}), where, self.config.seed)
+        into[name] = inst
         for base in getattr(inst, "composes", ()):
-            self._explainer(registry, base, stack + (name,))
+            self._explainer(into, base, stack + (name,))
 
 
 def plan(config: Config, registry: Registry | None = None) -> Plan:
@@ -144,14 +164,15 @@ def run_benchmark(
                 )
             done = store.done()
             bs = config.run.batch_size
-            batches = []
-            for s in range(0, n, bs):
-                ids = [x.image_id for x in samples[s : s + bs]]
-                missing = [c for c in p.cells if any((c.key, i) not in done for i in ids)]
-                if missing:
-                    batches.append((samples[s : s + bs], missing))
-            if batches:
-                _compute(p, config, batches, store, done, dev, counter, timings, show_progress, out_dir)
+            for mp in p.models:
+                batches = []
+                for start in range(0, n, bs):
+                    chunk = samples[start : start + bs]
+                    missing = [c for c in mp.cells if any((c.key, x.image_id) not in done for x in chunk)]
+                    if missing:
+                        batches.append((chunk, missing))
+                if batches:
+                    _compute(p, mp, config, batches, store, done, dev, counter, timings, show_progress, out_dir)
             df = store.read()
             t1 = time.perf_counter()
             summary = summarize(df, config.seed)
@@ -191,16 +212,16 @@ def run_benchmark(
     return df
 
 
-def _compute(p: Plan, config: Config, batches, store: ResultStore, done, dev, counter, timings, show_progress, out_dir: Path) -> None:
+def _compute(p: Plan, mp: ModelPlan, config: Config, batches, store: ResultStore, done, dev, counter, timings, show_progress, out_dir: Path) -> None:
     t = time.perf_counter()
     dataset_key = _hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
     ctx = LoadContext(dataset=p.dataset, dataset_key=dataset_key, device=dev, cache_dir=default_cache_dir(), show_progress=show_progress)
-    model = p.model_plugin.load(ctx)
-    timings["model_load_s"] = time.perf_counter() - t
-    layer_paths = {l: model.resolve_layer(l) for l in config.grid.layers}
+    model = mp.plugin.load(ctx)
+    timings[f"model_load_s[{mp.ref.label}]"] = time.perf_counter() - t
+    layer_paths = {l: model.resolve_layer(l) for l in mp.layers}
     engine = HeatmapEngine(
         model,
-        p.explainers,
+        mp.explainers,
         target=TargetSpec(region=config.run.target),
         chunk_size=config.run.chunk_size,
         cache=HeatmapCache(default_cache_dir() / "heatmaps"),
@@ -223,7 +244,7 @@ def _compute(p: Plan, config: Config, batches, store: ResultStore, done, dev, co
     total = sum(len(b[0]) for b in batches)
     gallery_done = (out_dir / "plots" / "gallery.png").exists()
     with progress_bar(show_progress) as bar:
-        task = bar.add_task(f"{config.name}: {len(p.cells)} cells", total=total)
+        task = bar.add_task(f"{config.name} · {mp.ref.label}: {len(mp.cells)} cells", total=total)
         for batch_samples, missing in batches:
             images, truth, ids = _stack(batch_samples)
             images, truth = images.to(dev), truth.to(dev)
@@ -232,19 +253,23 @@ def _compute(p: Plan, config: Config, batches, store: ResultStore, done, dev, co
             maps = engine.run(images, list(layer_paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
             t2 = time.perf_counter()
             fill = fill_values(images, config.run.fill, mean)
-            scored = evaluate_batch(missing, p.metrics, maps, layer_paths, images, truth, fill, forward, config.run.chunk_size)
+            labels = _labels(batch_samples, dev)
+            scored = evaluate_batch(missing, p.metrics, maps, layer_paths, images, truth, fill, forward, config.run.chunk_size, labels)
             t_maps += t2 - t1
             t_metrics += time.perf_counter() - t2
             store.append(_rows(config, scored, ids, done, p.metrics))
-            if not gallery_done:
+            if not gallery_done and mp is p.models[0]:
                 named = {(e, l): maps.maps[(e, layer_paths[l])] for e, l in dict.fromkeys((c.explainer, c.layer) for c in missing)}
                 plots.gallery(images, truth, named, out_dir / "plots" / "gallery.png")
                 gallery_done = True
             bar.update(task, advance=len(ids))
-    timings["heatmaps_s"] = t_maps
-    timings["metrics_s"] = t_metrics
-    timings["heatmap_cache_hits"] = engine.cache.hits
-    timings["heatmaps_computed"] = len(engine.computed)
+    for key, value in (("heatmaps_s", t_maps), ("metrics_s", t_metrics), ("heatmap_cache_hits", engine.cache.hits), ("heatmaps_computed", len(engine.computed))):
+        timings[key] = timings.get(key, 0) + value
+
+
+def _labels(samples, dev) -> torch.Tensor | None:
+    labels = [s.label for s in samples]
+    return None if any(l is None for l in labels) else torch.tensor(labels, dtype=torch.long, device=dev)
 
 
 def _rows(config: Config, scored: list[tuple[Cell, torch.Tensor, torch.Tensor | None]], ids: list[str], done, metrics) -> pd.DataFrame:
@@ -255,7 +280,7 @@ def _rows(config: Config, scored: list[tuple[Cell, torch.Tensor, torch.Tensor | 
             if (cell.key, image_id) in done:
                 continue
             cols["dataset"].append(config.dataset.name)
-            cols["model"].append(config.model.name)
+            cols["model"].append(cell.model)
             cols["explainer"].append(cell.explainer)
             cols["layer"].append(cell.layer)
             cols["threshold"].append(cell.threshold)

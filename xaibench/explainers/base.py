@@ -1,7 +1,9 @@
 """What an explainer is: a small pure function of the passes it declared it needs.
 
 An explainer class has a ``name``, a ``needs`` (:class:`xaibench.passes.Pass` flags) and an
-``explain(ctx)`` method that returns a raw map [B, h, w] for one layer. It never installs hooks
+``explain(ctx)`` method that returns a raw map [B, h, w] for one layer. A class attribute
+``normalize = False`` marks maps that are already in [0, 1] and must not be min-max scaled
+(probabilities); they are only resized. It never installs hooks
 and never touches the model: everything comes through the :class:`ExplainContext`. The engine
 then applies ReLU, per-image min-max scaling and resizing to the input (see
 :func:`xaibench.heatmaps.normalize`). Constructor keyword arguments are the explainer's

@@ -2,8 +2,36 @@
 
 from xaibench.hookspecs import hookimpl
 from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop
+from xaibench.metrics.localization import (
+    AUROC,
+    MAE,
+    DeletionAUC,
+    EnergyPointingGame,
+    Hausdorff,
+    InsertionAUC,
+    LocalizationF1,
+    LocalizationIoU,
+    LocalizationPrecision,
+    LocalizationRecall,
+    PointingGame,
+)
 
-BUILTIN = (Confidence, Entropy, IoUDrop)
+BUILTIN = (
+    Confidence,
+    Entropy,
+    IoUDrop,
+    LocalizationIoU,
+    LocalizationPrecision,
+    LocalizationRecall,
+    LocalizationF1,
+    Hausdorff,
+    AUROC,
+    MAE,
+    PointingGame,
+    EnergyPointingGame,
+    DeletionAUC,
+    InsertionAUC,
+)
 
 
 @hookimpl

@@ -32,7 +32,7 @@ class MetricContext:
     threshold [B] (per image: Otsu differs by image) and binary [B, H, W] (heatmap >= threshold)
     when the metric uses a threshold; perturbed_logits: output on the perturbed input of the
     cell's mode; forward(inputs) -> logits, batched in chunks; fill [B, C, H, W]: what removed
-    pixels are replaced with.
+    pixels are replaced with; labels [B]: image-level labels where the dataset has them.
     """
 
     images: torch.Tensor
@@ -42,6 +42,7 @@ class MetricContext:
     heatmap: torch.Tensor
     forward: Callable[[torch.Tensor], torch.Tensor]
     fill: torch.Tensor
+    labels: torch.Tensor | None = None
     threshold: torch.Tensor | None = None
     binary: torch.Tensor | None = None
     perturbed_logits: torch.Tensor | None = None

@@ -59,7 +59,13 @@ class LoadedModel:
         return torch.device("cpu")
 
     def resolve_layer(self, layer: str | nn.Module) -> str:
-        """Module path of ``layer``: an alias, a module path, or a module of this model."""
+        """Module path of ``layer``: an alias, a module path, or a module of this model.
+
+        ``"output"`` names the model's output (the root module, path ``""``), for explainers
+        such as ``model_output`` that read no inner layer.
+        """
+        if layer == "output":
+            return ""
         if isinstance(layer, nn.Module):
             for path, mod in self.module.named_modules():
                 if mod is layer:
@@ -77,7 +83,7 @@ class LoadedModel:
         for alias, p in self.layers.items():
             if p == path:
                 return alias
-        return path
+        return path or "output"
 
 
 def infer_task(logits: torch.Tensor) -> Task:

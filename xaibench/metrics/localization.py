@@ -1,0 +1,230 @@
+"""Localisation against ground truth: the map (binarised at the cell's threshold, or as it is)
+compared with the ground-truth region of the target class. Formulas in docs/metrics.md.
+
+Counting uses torchmetrics (stat scores, AUROC, Hausdorff distance); values that are
+undefined for an image (e.g. recall on an image without the object) are NaN and left out of
+means and confidence intervals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchmetrics.functional.classification import binary_auroc, binary_stat_scores
+from torchmetrics.functional.segmentation import hausdorff_distance
+
+from xaibench.metrics.base import MetricContext
+
+NAN = float("nan")
+
+
+def truth_region(ctx: MetricContext) -> torch.Tensor:
+    """Ground-truth mask [B, H, W] (bool) of each image's target class."""
+    if ctx.ground_truth is None:
+        raise ValueError("localisation metrics need ground-truth masks")
+    cls = ctx.target.class_ids.to(ctx.ground_truth.device)[:, None, None]
+    return (ctx.ground_truth == cls).to(ctx.heatmap.device)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    num, den = num.double(), den.double()
+    return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(num, NAN)).float()
+
+
+def _stats(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = binary_stat_scores(ctx.binary.float(), truth_region(ctx).long(), threshold=0.5, multidim_average="samplewise")
+    return s[:, 0], s[:, 1], s[:, 3]  # tp, fp, fn
+
+
+class _Binarised:
+    direction = "higher"
+    uses_threshold = True
+    perturbation = None
+
+
+class LocalizationIoU(_Binarised):
+    """IoU of the binarised map with the ground-truth region: TP / (TP + FP + FN)."""
+
+    name = "localization_iou"
+
+    def compute(self, ctx):
+        tp, fp, fn = _stats(ctx)
+        return _ratio(tp, tp + fp + fn)
+
+
+class LocalizationPrecision(_Binarised):
+    """Share of highlighted pixels inside the ground-truth region: TP / (TP + FP)."""
+
+    name = "localization_precision"
+
+    def compute(self, ctx):
+        tp, fp, _ = _stats(ctx)
+        return _ratio(tp, tp + fp)
+
+
+class LocalizationRecall(_Binarised):
+    """Share of the ground-truth region highlighted: TP / (TP + FN)."""
+
+    name = "localization_recall"
+
+    def compute(self, ctx):
+        tp, _, fn = _stats(ctx)
+        return _ratio(tp, tp + fn)
+
+
+class LocalizationF1(_Binarised):
+    """F1 (Dice) of the binarised map and the ground truth: 2 TP / (2 TP + FP + FN)."""
+
+    name = "localization_f1"
+
+    def compute(self, ctx):
+        tp, fp, fn = _stats(ctx)
+        return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+class Hausdorff(_Binarised):
+    """Symmetric Hausdorff distance (pixels) between the binarised map and the ground truth."""
+
+    name = "hausdorff"
+    direction = "lower"
+
+    def compute(self, ctx):
+        truth = truth_region(ctx)
+        d = hausdorff_distance(ctx.binary.long(), truth.long(), num_classes=2, include_background=False, input_format="index")[:, 0]
+        empty = (ctx.binary.flatten(1).sum(1) == 0) | (truth.flatten(1).sum(1) == 0)
+        return torch.where(empty | ~torch.isfinite(d), torch.full_like(d, NAN), d).float()
+
+
+class AUROC:
+    """Area under the ROC curve of the map's values as a pixel classifier of the ground truth."""
+
+    name = "auroc"
+    direction = "higher"
+    uses_threshold = False
+    perturbation = None
+
+    def compute(self, ctx):
+        truth = truth_region(ctx)
+        out = []
+        for m, t in zip(ctx.heatmap, truth):
+            if t.all() or not t.any():
+                out.append(NAN)
+            else:
+                out.append(float(binary_auroc(m.flatten(), t.flatten().long())))
+        return torch.tensor(out)
+
+
+class MAE:
+    """Mean absolute error between the map and the binary ground truth."""
+
+    name = "mae"
+    direction = "lower"
+    uses_threshold = False
+    perturbation = None
+
+    def compute(self, ctx):
+        return (ctx.heatmap - truth_region(ctx).float()).abs().flatten(1).mean(1)
+
+
+class PointingGame:
+    """1 if the map's maximum falls inside the ground-truth region (within ``tolerance``
+    pixels), else 0; NaN for images without the object (Zhang et al. 2018)."""
+
+    name = "pointing_game"
+    direction = "higher"
+    uses_threshold = False
+    perturbation = None
+
+    def __init__(self, tolerance: int = 0):
+        self.tolerance = tolerance
+
+    def compute(self, ctx):
+        truth = truth_region(ctx).float()
+        if self.tolerance:
+            k = 2 * self.tolerance + 1
+            truth = torch.nn.functional.max_pool2d(truth[:, None], k, stride=1, padding=self.tolerance)[:, 0]
+        w = ctx.heatmap.shape[-1]
+        idx = ctx.heatmap.flatten(1).argmax(1)
+        hit = truth[torch.arange(truth.shape[0]), idx // w, idx % w]
+        has = truth_region(ctx).flatten(1).any(1)
+        return torch.where(has, hit, torch.full_like(hit, NAN))
+
+
+class EnergyPointingGame:
+    """Share of the map's energy inside the ground-truth region, sum(map * gt) / sum(map)
+    (Score-CAM paper); NaN for images without the object or with an all-zero map."""
+
+    name = "energy_pointing_game"
+    direction = "higher"
+    uses_threshold = False
+    perturbation = None
+
+    def compute(self, ctx):
+        truth = truth_region(ctx).float()
+        inside = (ctx.heatmap * truth).flatten(1).sum(1)
+        total = ctx.heatmap.flatten(1).sum(1)
+        has = truth.flatten(1).any(1)
+        return torch.where(has & (total > 0), inside / total.clamp_min(1e-12), torch.full_like(total, NAN))
+
+
+def _confidence(logits: torch.Tensor, ctx: MetricContext, rows: torch.Tensor) -> torch.Tensor:
+    from xaibench.metrics.faithfulness import region_mean, target_region
+    from xaibench.targets import probabilities
+
+    probs = probabilities(logits)
+    cls = ctx.target.class_ids.to(probs.device)[rows]
+    p = probs[torch.arange(probs.shape[0], device=probs.device), cls]
+    if p.ndim == 1:
+        return p
+    return region_mean(p, target_region(ctx).to(p.device)[rows])
+
+
+class _Curve:
+    """Deletion / insertion (Petsiuk et al. 2018): pixels ordered by the map, most salient first,
+    are removed from the image (deletion) or revealed on the fill (insertion) in ``steps``
+    equal parts; the score is the target confidence after each step and the metric its area
+    under the curve (trapezoids on [0, 1]). All steps of all images go through the model in
+    batched chunks."""
+
+    uses_threshold = False
+    perturbation = None
+    insert = False
+
+    def __init__(self, steps: int = 16):
+        if steps < 1:
+            raise ValueError("steps must be >= 1")
+        self.steps = steps
+
+    def compute(self, ctx):
+        b = ctx.images.shape[0]
+        order = ctx.heatmap.flatten(1).argsort(dim=1, descending=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+        n = order.shape[1]
+        inputs, rows = [], []
+        for k in range(self.steps + 1):
+            shown = (rank < math.ceil(n * k / self.steps)).reshape(ctx.heatmap.shape)  # [B, H, W]
+            keep = shown if self.insert else ~shown
+            keep = keep[:, None].to(ctx.images.dtype)
+            inputs.append(ctx.images * keep + ctx.fill * (1 - keep))
+            rows.append(torch.arange(b, device=ctx.images.device))
+        logits = ctx.forward(torch.cat(inputs))
+        conf = _confidence(logits, ctx, torch.cat(rows)).reshape(self.steps + 1, b)
+        return torch.trapezoid(conf.T.double(), dx=1.0 / self.steps).float()
+
+
+class DeletionAUC(_Curve):
+    """Area under the deletion curve: a faithful map makes confidence fall fast (lower is better)."""
+
+    name = "deletion_auc"
+    direction = "lower"
+    insert = False
+
+
+class InsertionAUC(_Curve):
+    """Area under the insertion curve: a faithful map makes confidence rise fast (higher is better)."""
+
+    name = "insertion_auc"
+    direction = "higher"
+    insert = True
