@@ -332,8 +332,14 @@ def check_plugin_params(cls: type, params: dict[str, Any], where: str, seed: int
 
 
 def instantiate(cls: type, params: dict[str, Any], where: str, seed: int | None = None) -> Any:
+    """``cls(**params)`` after :func:`check_plugin_params`; its errors are prefixed with ``where``
+    (``"FILE: [section]"``), or with the file alone when they already name their section."""
     kwargs = check_plugin_params(cls, params, where, seed)
     try:
         return cls(**kwargs)
     except UserError as exc:
+        msg = str(exc)
+        prefix = where.split(": [", 1)[0] + ":" if msg.startswith("[") else where
+        raise UserError(f"{prefix} {msg}") from exc
+    except (ValueError, TypeError) as exc:
         raise UserError(f"{where} {exc}") from exc

@@ -1,7 +1,7 @@
 """Localisation against ground truth: the map (binarised at the cell's threshold, or as it is)
 compared with the ground-truth region of the target class. Formulas in docs/metrics.md.
 
-Counting uses torchmetrics (stat scores, AUROC, Hausdorff distance); values that are
+AUROC and the Hausdorff distance come from torchmetrics; values that are
 undefined for an image (e.g. recall on an image without the object) are NaN and left out of
 means and confidence intervals.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.functional.classification import binary_auroc, binary_stat_scores
+from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.segmentation import hausdorff_distance
 
 from xaibench.metrics.base import MetricContext
@@ -33,8 +33,14 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def _stats(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    s = binary_stat_scores(ctx.binary.float(), truth_region(ctx).long(), threshold=0.5, multidim_average="samplewise")
-    return s[:, 0], s[:, 1], s[:, 3]  # tp, fp, fn
+    """Per-image TP, FP, FN counts of the binarised map against the truth.
+
+    Counted directly: torchmetrics' ``binary_stat_scores(multidim_average="samplewise")``
+    fails on a batch of one image (it squeezes the batch dimension away, 1.9.0).
+    """
+    pred, truth = ctx.binary.flatten(1).bool(), truth_region(ctx).flatten(1)
+    tp = (pred & truth).sum(1)
+    return tp, (pred & ~truth).sum(1), (~pred & truth).sum(1)
 
 
 class _Binarised:

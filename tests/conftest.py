@@ -1,0 +1,71 @@
+"""Shared fixtures: a private cache per test session, tiny models and images made here."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XAIBENCH_CACHE", str(tmp_path_factory.mktemp("xaibench-cache")))
+    torch.set_num_threads(2)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_unet():
+    """An untrained smp U-Net small enough for CPU tests (3 decoder blocks)."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=[16, 8, 4], classes=1).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    torch.manual_seed(1)
+    return torch.rand(3, 3, 32, 32)
+
+
+TINY_CONFIG = """
+[benchmark]
+name = "tiny"
+seed = 0
+
+[dataset]
+name = "rooftops"
+size = 64
+n_train = 8
+n_val = 0
+n_test = 6
+
+[model]
+name = "smp_unet"
+encoder_depth = 3
+decoder_channels = [16, 8, 4]
+epochs = 1
+batch_size = 8
+
+[grid]
+explainers = ["grad_cam", "eigen_cam"]
+layers = ["decoder1", "decoder2"]
+thresholds = [0.2, 0.5]
+perturbations = ["background_only", "highlighted_only"]
+metrics = ["confidence", "iou_drop"]
+
+[run]
+batch_size = 4
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Path of a tiny benchmark config; ``tiny_config.write(text)`` makes variants."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent(TINY_CONFIG))
+    return path

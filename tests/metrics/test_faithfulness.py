@@ -1,0 +1,62 @@
+import math
+
+import torch
+
+from xaibench.metrics.base import MetricContext, direction
+from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, binary_iou
+from xaibench.targets import Target
+
+BIG = 20.0  # a logit this large is a probability of 1 to float precision
+
+
+def _ctx(perturbed, logits=None, region=None, gt=None):
+    b, _, h, w = perturbed.shape
+    region = torch.ones(b, h, w) if region is None else region
+    return MetricContext(
+        images=torch.zeros(b, 3, h, w),
+        ground_truth=gt,
+        target=Target(torch.zeros(b, dtype=torch.long), region, torch.ones(b, dtype=torch.long)),
+        logits=perturbed if logits is None else logits,
+        heatmap=torch.zeros(b, h, w),
+        forward=lambda x: None,
+        fill=torch.zeros(b, 3, h, w),
+        perturbed_logits=perturbed,
+    )
+
+
+def test_confidence_is_the_mean_target_probability_over_the_region():
+    logits = torch.full((2, 1, 4, 4), -BIG)
+    logits[0] = BIG  # image 0: certain object everywhere; image 1: certain background
+    region = torch.zeros(2, 4, 4)
+    region[:, :2] = 1
+    got = Confidence().compute(_ctx(logits, region=region))
+    assert torch.allclose(got, torch.tensor([1.0, 0.0]), atol=1e-6)
+    half = Confidence().compute(_ctx(torch.zeros(1, 1, 4, 4)))
+    assert torch.allclose(half, torch.tensor([0.5]))
+    empty = Confidence().compute(_ctx(logits[:1], region=torch.zeros(1, 4, 4)))
+    assert math.isnan(float(empty[0]))
+
+
+def test_entropy_is_zero_when_certain_and_log2_when_undecided():
+    assert Entropy().compute(_ctx(torch.full((1, 1, 4, 4), BIG)))[0] < 1e-6
+    assert torch.allclose(Entropy().compute(_ctx(torch.zeros(1, 1, 4, 4))), torch.tensor([math.log(2)]))
+
+
+def test_iou_drop_of_a_map_that_removed_the_object_is_minus_the_clean_iou():
+    gt = torch.zeros(1, 4, 4, dtype=torch.long)
+    gt[0, :2] = 1
+    clean = torch.where(gt[:, None] == 1, BIG, -BIG).float()  # a perfect prediction: IoU 1
+    removed = torch.full_like(clean, -BIG)  # after removal nothing is predicted: IoU 0
+    assert torch.allclose(IoUDrop().compute(_ctx(removed, logits=clean, gt=gt)), torch.tensor([-1.0]))
+    assert torch.allclose(IoUDrop().compute(_ctx(clean, logits=clean, gt=gt)), torch.tensor([0.0]))
+
+
+def test_binary_iou_and_directions():
+    a = torch.zeros(2, 4, 4, dtype=torch.bool)
+    b = torch.zeros(2, 4, 4, dtype=torch.bool)
+    a[0, :2], b[0, :1] = True, True
+    got = binary_iou(a, b)
+    assert abs(float(got[0]) - 0.5) < 1e-6 and math.isnan(float(got[1]))
+    assert direction(Confidence(), "background_only") == "lower"
+    assert direction(Confidence(), "highlighted_only") == "higher"
+    assert direction(IoUDrop(), "background_only") == "lower"

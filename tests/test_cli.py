@@ -1,0 +1,72 @@
+import subprocess
+import sys
+
+import pytest
+
+from xaibench.cli import main
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    return [l for l in err if l.startswith("error:")], err
+
+
+def test_list_shows_name_kind_and_distribution(capsys):
+    assert main(["list", "explainers"]) == 0
+    out = capsys.readouterr().out
+    assert "grad_cam" in out and "explainer" in out and "xaibench" in out and "confidence" not in out
+
+
+def test_validate_ok(capsys, tiny_config):
+    assert main(["validate", str(tiny_config)]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda t: t.replace('"grad_cam"', '"gradcam"'), ["Did you mean 'grad_cam'"]),
+        (lambda t: t.replace("n_test = 6", "n_test = -1"), ["n_test"]),
+        (lambda t: t.replace('"background_only"', '"m1"'), ["grid.perturbations", "allowed"]),
+        (lambda t: t + "\n[oops]\n", ["unknown table [oops]"]),
+    ],
+)
+def test_user_errors_exit_2_with_one_error_line_and_no_traceback(mutate, words, tiny_config, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(mutate(tiny_config.read_text()))
+    out = tmp_path / "out"
+    assert main(["run", str(bad), "--out", str(out), "--quiet"]) == 2
+    errors, everything = _err(capsys)
+    assert len(errors) == 1 and "Traceback" not in "\n".join(everything)
+    for w in words:
+        assert w in errors[0]
+    assert not out.exists()
+
+
+def test_missing_config_and_bad_run_dir(capsys, tmp_path):
+    assert main(["validate", str(tmp_path / "nope.toml")]) == 2
+    assert "does not exist" in _err(capsys)[0][0]
+    assert main(["leaderboard", str(tmp_path)]) == 2
+    assert "not a run directory" in _err(capsys)[0][0]
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    assert main(["--debug", "validate", str(tmp_path / "nope.toml")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_script_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "xaibench.cli", "validate", str(tmp_path / "x.toml")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_run_then_leaderboard_regenerates_it(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 0
+    md = tmp_path / "board.md"
+    assert main(["leaderboard", str(out), "--output", str(md)]) == 0
+    text = md.read_text()
+    assert "confidence" in text and "[95% CI]" in text
+    tables = lambda md: [l for l in md.splitlines() if l.startswith("|")]  # noqa: E731
+    assert tables(text) == tables((out / "leaderboard.md").read_text())

@@ -1,0 +1,147 @@
+import textwrap
+
+import pytest
+
+from xaibench.config import check_plugin_params, load_config, parse_config
+from xaibench.errors import UserError
+from xaibench.runner import plan
+
+BASE = {
+    "benchmark": {"name": "b", "seed": 3},
+    "dataset": {"name": "rooftops", "size": 64},
+    "model": {"name": "smp_unet", "epochs": 1},
+    "grid": {
+        "explainers": ["grad_cam"],
+        "layers": ["decoder1"],
+        "thresholds": [0.1, "otsu"],
+        "perturbations": ["background_only"],
+        "metrics": ["confidence"],
+    },
+}
+
+
+def _with(**changes):
+    import copy
+
+    d = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        section, key = path.split("__")
+        if value is None:
+            d[section].pop(key)
+        else:
+            d[section][key] = value
+    return d
+
+
+def test_parses_sections_and_plugin_parameters():
+    c = parse_config(BASE, "x.toml")
+    assert c.name == "b" and c.seed == 3
+    assert c.dataset.params == {"size": 64}
+    assert c.models[0].name == "smp_unet" and c.models[0].params == {"epochs": 1} and c.models[0].label == "smp_unet"
+    assert c.thresholds() == (0.1, "otsu")
+
+
+def test_threshold_sweep_adds_evenly_spaced_thresholds():
+    c = parse_config(_with(grid__threshold_sweep=4, grid__thresholds=[0.2]))
+    assert c.thresholds() == (0.2, 0.4, 0.6, 0.8)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"grid__perturbations": ["m1"]}, ["x.toml", "grid.perturbations", "'m1'", "background_only"]),
+        ({"grid__thresholds": [1.5]}, ["grid.thresholds", "1.5", "otsu"]),
+        ({"grid__explainers": "grad_cam"}, ["grid.explainers", "expected list"]),
+        ({"grid__layers": None}, ["missing key grid.layers"]),
+        ({"benchmark__seed": "zero"}, ["benchmark.seed", "expected int"]),
+        ({"grid__colour": 1}, ["grid.colour", "unknown key", "explainers"]),
+        ({"dataset__split": "holdout"}, ["dataset.split", "'holdout'", "'test'"]),
+    ],
+)
+def test_errors_name_file_key_and_allowed_values(changes, words):
+    with pytest.raises(UserError) as e:
+        parse_config(_with(**changes), "x.toml")
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_missing_and_unknown_tables():
+    d = dict(BASE)
+    d.pop("grid")
+    with pytest.raises(UserError, match=r"missing table \[grid\]"):
+        parse_config(d, "x.toml")
+    with pytest.raises(UserError, match="unknown table"):
+        parse_config({**BASE, "extra": {}}, "x.toml")
+    with pytest.raises(UserError, match="exactly one of"):
+        parse_config({**BASE, "models": [{"name": "smp_unet"}]}, "x.toml")
+
+
+def test_several_models_need_distinct_labels():
+    d = {k: v for k, v in BASE.items() if k != "model"}
+    d["models"] = [{"name": "smp_unet"}, {"name": "smp_unet"}]
+    with pytest.raises(UserError, match="label 'smp_unet' is used twice"):
+        parse_config(d, "x.toml")
+    d["models"] = [{"name": "smp_unet", "label": "a"}, {"name": "smp_unet", "label": "b", "layers": ["decoder2"]}]
+    c = parse_config(d, "x.toml")
+    assert [m.label for m in c.models] == ["a", "b"] and c.models[1].layers == ("decoder2",)
+
+
+def test_plugin_parameters_are_checked_against_the_constructor():
+    class P:
+        name = "p"
+
+        def __init__(self, size: int = 1, rate: float = 0.5, seed: int = 0):
+            pass
+
+    assert check_plugin_params(P, {"rate": 1}, "f: [model]", seed=7) == {"rate": 1, "seed": 7}
+    with pytest.raises(UserError, match="unknown key 'sise'.*allowed keys: size, rate, seed"):
+        check_plugin_params(P, {"sise": 2}, "f: [model]")
+    with pytest.raises(UserError, match="key 'size' expects int, got str"):
+        check_plugin_params(P, {"size": "big"}, "f: [model]")
+
+
+def test_plan_checks_names_and_parameters_against_plugins():
+    with pytest.raises(UserError, match="Did you mean 'grad_cam'"):
+        plan(parse_config(_with(grid__explainers=["gradcam"]), "x.toml"))
+    with pytest.raises(UserError, match=r"x.toml: \[model\] unknown key 'epoch'"):
+        plan(parse_config({**_with(), "model": {"name": "smp_unet", "epoch": 2}}, "x.toml"))
+    with pytest.raises(UserError, match=r"x.toml: \[dataset\].*size"):
+        plan(parse_config(_with(dataset__size=100), "x.toml"))
+    p = plan(parse_config(_with(grid__explainers=["*grad_cam*"]), "x.toml"))
+    assert {c.explainer for c in p.cells} == {"grad_cam", "grad_cam_pp", "x_grad_cam"}
+
+
+def test_load_config_reports_bad_toml_with_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[benchmark\nname=1")
+    with pytest.raises(UserError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_identity_ignores_the_grid_but_not_the_model():
+    a = parse_config(BASE)
+    b = parse_config(_with(grid__thresholds=[0.3]))
+    c = parse_config({**BASE, "model": {"name": "smp_unet", "epochs": 2}})
+    assert a.identity() == b.identity() != c.identity()
+    assert a.hash() != b.hash()
+
+
+def test_shipped_benchmarks_validate():
+    from pathlib import Path
+
+    paths = sorted(Path(__file__).parents[1].glob("benchmarks/*.toml"))
+    assert {"rooftops.toml", "whu.toml"} <= {p.name for p in paths}
+    for path in paths:
+        config = load_config(path)
+        if config.dataset.name == "whu":  # real data is not here: the error must say where it goes
+            with pytest.raises(UserError, match="gpcv.whu.edu.cn"):
+                plan(config)
+            continue
+        try:
+            plan(config)
+        except UserError as exc:
+            if "Available:" in str(exc) and "unknown" in str(exc):
+                pytest.skip(f"{path.name} needs a plugin package that is not installed: {exc}")
+            raise

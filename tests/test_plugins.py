@@ -1,0 +1,69 @@
+import types
+
+import pytest
+
+from xaibench import hookimpl
+from xaibench.errors import UserError
+from xaibench.plugins import load_registry, plugin_manager
+
+
+def _plugin(name, **hooks):
+    mod = types.ModuleType(name)
+    for k, v in hooks.items():
+        setattr(mod, k, hookimpl(v))
+    return mod
+
+
+def test_builtins_come_from_the_xaibench_entry_points():
+    reg = load_registry()
+    for kind, name in [("explainers", "grad_cam"), ("metrics", "confidence"), ("datasets", "rooftops"), ("models", "smp_unet")]:
+        assert reg.entry(kind, name).distribution == "xaibench"
+
+
+def test_unknown_name_suggests_the_closest_and_lists_all():
+    reg = load_registry()
+    with pytest.raises(UserError) as e:
+        reg.get("explainers", "gradcam")
+    msg = str(e.value)
+    assert "Did you mean 'grad_cam'" in msg and "Available:" in msg and "score_cam" in msg
+
+
+def test_wildcards_expand_in_order_and_unmatched_pattern_fails():
+    reg = load_registry()
+    got = reg.expand("explainers", ["*grad*", "eigen_cam"])
+    assert got[:3] == ["grad_cam", "grad_cam_pp", "x_grad_cam"] and got[-1] == "eigen_cam"
+    with pytest.raises(UserError, match="matches no explainer"):
+        reg.expand("explainers", ["*nothing*"])
+
+
+def test_hookimpl_matching_no_spec_fails_loudly():
+    bad = _plugin("typo_plugin", register_explainer=lambda register: None)
+    with pytest.raises(UserError, match="register_explainer"):
+        plugin_manager([bad])
+
+
+def test_same_name_from_two_plugins_names_both():
+    class Dup:
+        name = "grad_cam"
+
+    dup = _plugin("dup_plugin", register_explainers=lambda register: register(Dup))
+    with pytest.raises(UserError) as e:
+        load_registry([dup])
+    assert "xaibench.explainers" in str(e.value) and "dup_plugin" in str(e.value)
+
+
+def test_a_local_plugin_registers_like_a_packaged_one():
+    class Mine:
+        name = "mine"
+
+    reg = load_registry([_plugin("local_plugin", register_metrics=lambda register: register(Mine))])
+    assert reg.get("metrics", "mine") is Mine
+    assert reg.entry("metrics", "mine").distribution == "(local)"
+    assert load_registry().names("metrics").count("mine") == 0  # no global state
+
+
+def test_every_hook_is_documented():
+    from xaibench import hookspecs
+
+    for name in ("register_explainers", "register_metrics", "register_datasets", "register_models"):
+        assert getattr(hookspecs, name).__doc__

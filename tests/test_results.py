@@ -1,0 +1,52 @@
+import pandas as pd
+import pytest
+
+from xaibench.errors import UserError
+from xaibench.results import COLUMNS, FIXED_COLUMNS, ResultStore
+
+
+def _rows(n, key="c"):
+    return pd.DataFrame(
+        {
+            "dataset": ["d"] * n, "model": ["m"] * n, "explainer": ["e"] * n, "layer": ["l"] * n,
+            "threshold": ["0.1"] * n, "perturbation": [""] * n, "metric": ["x"] * n,
+            "image_id": [f"i{k}" for k in range(n)], "value": [float(k) for k in range(n)],
+            "threshold_value": [0.1] * n, "direction": ["higher"] * n, "cell_key": [key] * n,
+        }
+    )
+
+
+def test_append_writes_parts_and_a_readable_consolidated_table(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append(_rows(3, "a"))
+    store.append(_rows(2, "b"))
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert list(table.columns) == COLUMNS and FIXED_COLUMNS == COLUMNS[: len(FIXED_COLUMNS)]
+    assert len(table) == 5 and len(list((tmp_path / "parts").glob("part-*.parquet"))) == 2
+    assert store.done() == {("a", "i0"), ("a", "i1"), ("a", "i2"), ("b", "i0"), ("b", "i1")}
+
+
+def test_a_torn_temporary_file_is_ignored(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append(_rows(2))
+    (tmp_path / "parts" / ".part-000009.parquet.tmp").write_bytes(b"PAR1 torn")  # what a kill leaves
+    assert len(store.read()) == 2
+
+
+def test_lock_refuses_a_second_run(tmp_path):
+    a, b = ResultStore(tmp_path), ResultStore(tmp_path)
+    with a.lock():
+        with pytest.raises(UserError, match="in use by another xaibench run"):
+            with b.lock():
+                pass
+    with b.lock():  # released
+        pass
+
+
+def test_clear_removes_only_our_outputs(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append(_rows(1))
+    (tmp_path / "notes.txt").write_text("mine")
+    store.clear()
+    assert not (tmp_path / "results.parquet").exists() and not (tmp_path / "parts").exists()
+    assert (tmp_path / "notes.txt").exists()

@@ -1,0 +1,185 @@
+"""End to end on a tiny config: contract of the run directory, resume, cache, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import pandas as pd
+import pytest
+import torch
+
+import xaibench
+from xaibench import hookimpl
+from xaibench.config import load_config
+from xaibench.errors import UserError
+from xaibench.results import FIXED_COLUMNS, ResultStore
+from xaibench.runner import run_benchmark
+
+pytestmark = pytest.mark.slow
+
+CELLS = 2 * 2 * 2 * 2 + 2 * 2 * 2  # confidence: e x l x t x p; iou_drop: e x l x t
+IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    from tests.conftest import TINY_CONFIG
+
+    d = tmp_path_factory.mktemp("run")
+    cfg = d / "tiny.toml"
+    cfg.write_text(TINY_CONFIG)
+    out = d / "out"
+    t = time.perf_counter()
+    df = xaibench.run(cfg, out, show_progress=False)
+    return cfg, out, df, time.perf_counter() - t
+
+
+def test_run_directory_contract(first_run):
+    cfg, out, df, _ = first_run
+    for name in ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json"):
+        assert (out / name).is_file(), name
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(FIXED_COLUMNS) <= set(table.columns)
+    assert len(table) == CELLS * IMAGES == len(df)
+    assert set(table["perturbation"]) == {"background_only", "highlighted_only"}
+    assert set(table.loc[table.metric == "iou_drop", "perturbation"]) == {"background_only"}
+    assert table["value"].notna().any()
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"mean", "std", "ci_low", "ci_high", "n", "p_vs_best"} <= set(summary.columns) and len(summary) == CELLS
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config_hash"] == load_config(cfg).hash() and m["seed"] == 0 and m["device"] == "cpu"
+    assert m["versions"]["torch"] == torch.__version__.split("+")[0] or m["versions"]["torch"].startswith(torch.__version__[:4])
+    assert m["passes"]["backwards"] == 2  # one per image batch (6 images, batch 4), shared by every explainer and layer
+    lb = (out / "leaderboard.md").read_text()
+    assert "## Rankings per metric" in lb and "[95% CI]" in lb and "Faithfulness ranking by IoU drop" in lb
+    assert (out / "plots" / "gallery.png").is_file() and (out / "plots" / "threshold_confidence.png").is_file()
+
+
+def test_second_run_resumes_and_recomputes_nothing(first_run):
+    cfg, out, df, cold = first_run
+    t = time.perf_counter()
+    again = xaibench.run(cfg, out, show_progress=False)
+    warm = time.perf_counter() - t
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["passes"]["forwards"] == 0 and len(again) == len(df)
+    assert warm < cold
+
+
+def test_adding_thresholds_reuses_every_cached_map(first_run, tmp_path):
+    cfg, out, df, _ = first_run
+    more = tmp_path / "more.toml"
+    more.write_text(cfg.read_text().replace("thresholds = [0.2, 0.5]", "thresholds = [0.2, 0.5, 0.3]"))
+    new = xaibench.run(more, out, show_progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["timings"]["heatmaps_computed"] == 0 and m["timings"]["heatmap_cache_hits"] > 0
+    assert len(new) == len(df) * 3 // 2
+    assert not new.duplicated(["cell_key", "image_id"]).any()
+
+
+def test_a_different_setup_in_the_same_directory_is_refused_and_fresh_starts_over(first_run, tmp_path):
+    cfg, out, df, _ = first_run
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text().replace("seed = 0", "seed = 1"))
+    with pytest.raises(UserError, match="different benchmark setup"):
+        xaibench.run(other, out, show_progress=False)
+    fresh_out = tmp_path / "copy"
+    xaibench.run(cfg, fresh_out, show_progress=False)
+    n = len(list((fresh_out / "parts").glob("*.parquet")))
+    xaibench.run(cfg, fresh_out, show_progress=False, fresh=True)
+    assert len(list((fresh_out / "parts").glob("*.parquet"))) == n  # rewritten, not appended
+
+
+def test_concurrent_run_on_the_same_directory_is_refused(first_run):
+    cfg, out, _, _ = first_run
+    with ResultStore(out).lock():
+        with pytest.raises(UserError, match="in use"):
+            xaibench.run(cfg, out, show_progress=False)
+
+
+def test_user_error_writes_nothing(tiny_config, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(tiny_config.read_text().replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder9"]'))
+    out = tmp_path / "never"
+    with pytest.raises(UserError, match="decoder9"):
+        xaibench.run(bad, out, show_progress=False)
+    assert not out.exists()
+
+
+def test_crash_mid_run_leaves_a_readable_table_and_resume_completes(tiny_config, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real = ResultStore.append
+    calls = {"n": 0}
+
+    def crash_after_first(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # dies between two batches
+        real(self, rows)
+
+    monkeypatch.setattr(ResultStore, "append", crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        xaibench.run(tiny_config, out, show_progress=False)
+    partial = pd.read_parquet(out / "results.parquet")
+    assert 0 < len(partial) < CELLS * IMAGES
+    monkeypatch.setattr(ResultStore, "append", real)
+    full = xaibench.run(tiny_config, out, show_progress=False)
+    assert len(full) == CELLS * IMAGES and not full.duplicated(["cell_key", "image_id"]).any()
+
+
+def test_kill_9_leaves_a_readable_table(tiny_config, tmp_path):
+    out = tmp_path / "killed"
+    cfg = tmp_path / "big.toml"
+    cfg.write_text(tiny_config.read_text().replace("n_test = 6", "n_test = 40").replace("batch_size = 4", "batch_size = 2"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "xaibench.cli", "run", str(cfg), "--out", str(out), "--quiet"], env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list((out / "parts").glob("part-*.parquet")) if (out / "parts").exists() else []) < 2:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    table = pd.read_parquet(out / "results.parquet")  # readable whatever moment the kill hit
+    assert len(table) > 0
+    assert ResultStore(out).done()  # and the parts too
+
+
+class _Wrapped:
+    """A model plugin handing the runner a module the test keeps."""
+
+    name = "wrapped"
+    module = None
+
+    def load(self, ctx):
+        from xaibench.models.base import LoadedModel
+        from xaibench.models.smp_unet import unet_tail
+
+        m = type(self).module
+        return LoadedModel(m, "binary", {"decoder1": "decoder.blocks.2", "decoder2": "decoder.blocks.1"}, tail=lambda p: unet_tail(m, p))
+
+
+def test_the_users_model_is_not_modified_by_a_run(tiny_config, tmp_path):
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    module = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=[16, 8, 4], classes=1).eval()
+    _Wrapped.module = module
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    structure = [(n, type(m)) for n, m in module.named_modules()]
+    plugin = types.ModuleType("wrapped_plugin")
+    plugin.register_models = hookimpl(lambda register: register(_Wrapped))
+    cfg = tmp_path / "w.toml"
+    text = tiny_config.read_text()
+    start = text.index("[model]")
+    end = text.index("[grid]")
+    cfg.write_text(text[:start] + '[model]\nname = "wrapped"\n\n' + text[end:].replace('"eigen_cam"]', '"eigen_cam", "score_cam", "ablation_cam"]'))
+    run_benchmark(load_config(cfg), tmp_path / "o", show_progress=False, extra_plugins=[plugin])
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [(n, type(m)) for n, m in module.named_modules()] == structure
+    assert all(not m._forward_hooks and not m._backward_hooks for m in module.modules())
+    assert all(p.grad is None for p in module.parameters())
