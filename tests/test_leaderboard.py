@@ -1,0 +1,31 @@
+import pandas as pd
+
+from xaibench.leaderboard import render
+from xaibench.stats import summarize
+
+
+def _results():
+    rows = []
+    vals = {"score_cam": -0.5, "grad_cam": -0.3, "eigen_cam": 0.05}
+    for e, v in vals.items():
+        for layer, shift in (("decoder1", 0.0), ("decoder2", 0.1)):
+            for i in range(8):
+                for t in ("0.1", "0.2"):
+                    rows.append(dict(dataset="d", model="m", explainer=e, layer=layer, threshold=t, perturbation="background_only", metric="iou_drop", image_id=f"i{i}", value=v + shift + 0.01 * i, direction="lower"))
+                    rows.append(dict(dataset="d", model="m", explainer=e, layer=layer, threshold=t, perturbation="background_only", metric="confidence", image_id=f"i{i}", value=0.5 + v + 0.01 * i, direction="lower"))
+                    rows.append(dict(dataset="d", model="m", explainer=e, layer=layer, threshold=t, perturbation="background_only", metric="entropy", image_id=f"i{i}", value=0.3, direction="lower"))
+    return pd.DataFrame(rows)
+
+
+def test_leaderboard_has_the_three_analyses_ranked_in_the_declared_direction():
+    df = _results()
+    md = render(df, summarize(df), "t")
+    assert "## Best method per perturbation mode and threshold" in md
+    assert "## Faithfulness ranking by IoU drop" in md and "## Layer comparison" in md
+    iou = md.split("## Faithfulness ranking by IoU drop")[1].split("##")[0]
+    lines = [l for l in iou.splitlines() if l.startswith("| 1 ") or l.startswith("| 6 ")]
+    assert "score_cam | decoder1" in lines[0] and "eigen_cam | decoder2" in lines[1]
+    m1 = md.split("M1 background only")[1].split("###")[0]
+    assert "| 0.1 | score_cam | decoder1 |" in m1
+    layer = md.split("## Layer comparison")[1].split("##")[0]
+    assert "| grad_cam | iou_drop (M1) | " in layer and layer.count("decoder1 |") >= 3
