@@ -24,8 +24,20 @@ def test_leaderboard_has_the_three_analyses_ranked_in_the_declared_direction():
     assert "## Faithfulness ranking by IoU drop" in md and "## Layer comparison" in md
     iou = md.split("## Faithfulness ranking by IoU drop")[1].split("##")[0]
     lines = [l for l in iou.splitlines() if l.startswith("| 1 ") or l.startswith("| 6 ")]
-    assert "score_cam | decoder1" in lines[0] and "eigen_cam | decoder2" in lines[1]
+    assert "m | score_cam | decoder1" in lines[0] and "m | eigen_cam | decoder2" in lines[1]
     m1 = md.split("M1 background only")[1].split("###")[0]
-    assert "| 0.1 | score_cam | decoder1 |" in m1
+    assert "| 0.1 | m | score_cam | decoder1 |" in m1
     layer = md.split("## Layer comparison")[1].split("##")[0]
-    assert "| grad_cam | iou_drop (M1) | " in layer and layer.count("decoder1 |") >= 3
+    assert "| m | grad_cam | iou_drop (M1) | " in layer and layer.count("decoder1 |") >= 3
+
+
+def test_sanity_section_flags_insensitive_methods():
+    rows = []
+    for e, v in (("random", 0.9), ("grad_cam", 0.1)):
+        for i in range(5):
+            rows.append(dict(dataset="d", model="m", explainer=e, layer="l", threshold="", perturbation="", metric="sanity_rank_correlation", image_id=f"i{i}", value=v, direction="lower"))
+    df = pd.DataFrame(rows)
+    md = render(df, summarize(df), "t")
+    section = md.split("## Sanity check")[1]
+    assert "| m | random | l |" in section and "insensitive" in section.split("| m | random")[1].splitlines()[0]
+    assert "passes" in section.split("| m | grad_cam")[1].splitlines()[0]

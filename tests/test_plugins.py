@@ -67,3 +67,9 @@ def test_every_hook_is_documented():
 
     for name in ("register_explainers", "register_metrics", "register_datasets", "register_models"):
         assert getattr(hookspecs, name).__doc__
+
+
+def test_disabled_plugins_are_skipped(monkeypatch):
+    monkeypatch.setenv("XAIBENCH_DISABLE_PLUGINS", "explainers")
+    reg = load_registry()
+    assert "grad_cam" not in reg.names("explainers") and "confidence" in reg.names("metrics")

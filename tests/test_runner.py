@@ -25,8 +25,16 @@ CELLS = 2 * 2 * 2 * 2 + 2 * 2 * 2  # confidence: e x l x t x p; iou_drop: e x l 
 IMAGES = 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """A cache of this module's own, so pass counts do not depend on what other tests cached."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XAIBENCH_CACHE", str(tmp_path_factory.mktemp("runner-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run(tmp_path_factory, own_cache):
     from tests.conftest import TINY_CONFIG
 
     d = tmp_path_factory.mktemp("run")
@@ -183,3 +191,15 @@ def test_the_users_model_is_not_modified_by_a_run(tiny_config, tmp_path):
     assert [(n, type(m)) for n, m in module.named_modules()] == structure
     assert all(not m._forward_hooks and not m._backward_hooks for m in module.modules())
     assert all(p.grad is None for p in module.parameters())
+
+
+def test_ray_executor_gives_the_same_rows_as_local(first_run, tmp_path):
+    pytest.importorskip("ray")
+    cfg, _, local, _ = first_run
+    out = tmp_path / "ray"
+    remote = run_benchmark(load_config(cfg), out, executor="ray", show_progress=False)
+    key = ["cell_key", "image_id"]
+    a = local.sort_values(key).reset_index(drop=True)
+    b = remote.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    assert (a["value"] - b["value"]).abs().max() < 1e-5 or a["value"].isna().equals(b["value"].isna())

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<benchmark name>/)")
     run.add_argument("--fresh", action="store_true", help="discard earlier results in the run directory and start over")
     run.add_argument("--device", choices=("cpu", "cuda"), default=None, help="overrides [run] device")
-    run.add_argument("--executor", choices=("local",), default="local", help="where the grid runs (local: this process)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local", help="where the grid runs: this process, or a Ray cluster (local one unless RAY_ADDRESS is set)")
+    run.add_argument("--sanity", action="store_true", help="also run the model-randomisation sanity check (Adebayo et al. 2018)")
     run.add_argument("--quiet", action="store_true", help="no progress bars or closing table")
 
     ls = sub.add_parser("list", help="list registered plugins")
@@ -55,7 +56,7 @@ def _cmd_run(args) -> int:
 
     config = load_config(args.config)
     out = args.out or Path("runs") / config.name
-    run_benchmark(config, out=out, fresh=args.fresh, device=args.device, show_progress=not args.quiet)
+    run_benchmark(config, out=out, fresh=args.fresh, device=args.device, sanity=args.sanity, executor=args.executor, show_progress=not args.quiet)
     print(f"results: {out / 'results.parquet'}\nleaderboard: {out / 'leaderboard.md'}")
     return 0
 

@@ -11,7 +11,7 @@ Layout::
     [model]      name, + the model plugin's parameters
     [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
-    [run]        batch_size, chunk_size, fill, target, device      (all optional)
+    [run]        batch_size, chunk_size, fill, target, device, sanity (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
 """
 
@@ -68,6 +68,7 @@ class RunOptions:
     fill: str = "zero"
     target: str = "predicted"
     device: str = "cpu"
+    sanity: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,11 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         fill=r.get("fill", str, "zero", FILLS),
         target=r.get("target", str, "predicted", TARGETS),
         device=r.get("device", str, "cpu", DEVICES),
+        sanity=r.get("sanity", bool, False),
     )
     if run.batch_size < 1 or run.chunk_size < 1:
         raise r.fail("batch_size" if run.batch_size < 1 else "chunk_size", "must be >= 1")
-    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device"))
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity"))
 
     params = {}
     for section in ("explainer_params", "metric_params"):

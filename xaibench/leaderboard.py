@@ -56,10 +56,10 @@ def rankings(summary: pd.DataFrame, top: int = 10) -> str:
             continue
         title = f"### {metric}" + (f" — {MODE_NAMES.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
         rows = [
-            [str(i + 1), r["explainer"], r["layer"], r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
+            [str(i + 1), r["model"], r["explainer"], r["layer"], r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
             for i, (_, r) in enumerate(block.head(top).iterrows())
         ]
-        parts.append(title + "\n\n" + _table(["rank", "explainer", "layer", "threshold", "mean [95% CI]", "n", "p vs best"], rows))
+        parts.append(title + "\n\n" + _table(["rank", "model", "explainer", "layer", "threshold", "mean [95% CI]", "n", "p vs best"], rows))
     return "\n\n".join(parts)
 
 
@@ -68,7 +68,7 @@ def best_per_mode(summary: pd.DataFrame) -> str:
     conf = summary[(summary["metric"] == "confidence") & (summary["perturbation"] != "")]
     if conf.empty:
         return ""
-    ent = summary[summary["metric"] == "entropy"].set_index(["explainer", "layer", "threshold", "perturbation"])
+    ent = summary[summary["metric"] == "entropy"].set_index(["model", "explainer", "layer", "threshold", "perturbation"])
     parts = []
     for mode, block in conf.groupby("perturbation", sort=False):
         rows = []
@@ -77,10 +77,11 @@ def best_per_mode(summary: pd.DataFrame) -> str:
             if tb.empty:
                 continue
             r = tb.iloc[0]
-            e = ent.loc[(r["explainer"], r["layer"], thr, mode)] if (r["explainer"], r["layer"], thr, mode) in ent.index else None
-            rows.append([thr, r["explainer"], r["layer"], _ci(r), _ci(e) if e is not None else "–"])
+            key = (r["model"], r["explainer"], r["layer"], thr, mode)
+            e = ent.loc[key] if key in ent.index else None
+            rows.append([thr, r["model"], r["explainer"], r["layer"], _ci(r), _ci(e) if e is not None else "–"])
         d = block["direction"].iloc[0]
-        parts.append(f"### {MODE_NAMES.get(mode, mode)} (confidence {d} is better)\n\n" + _table(["threshold", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
+        parts.append(f"### {MODE_NAMES.get(mode, mode)} (confidence {d} is better)\n\n" + _table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
     return "\n\n".join(parts)
 
 
@@ -89,15 +90,15 @@ def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
     df = results[results["metric"] == "iou_drop"]
     if df.empty:
         return ""
-    per_image = df.groupby(["explainer", "layer", "image_id"])["value"].mean().reset_index()
+    per_image = df.groupby(["model", "explainer", "layer", "image_id"])["value"].mean().reset_index()
     rows = []
-    for (e, l), g in per_image.groupby(["explainer", "layer"]):
+    for (mo, e, l), g in per_image.groupby(["model", "explainer", "layer"]):
         v = g["value"].to_numpy(dtype=float)
         lo, hi = bootstrap_ci(v, seed)
-        rows.append((float(np.nanmean(v)) if np.isfinite(v).any() else np.nan, e, l, lo, hi, int(np.isfinite(v).sum())))
+        rows.append((float(np.nanmean(v)) if np.isfinite(v).any() else np.nan, mo, e, l, lo, hi, int(np.isfinite(v).sum())))
     rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
-    body = [[str(i + 1), e, l, f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]", str(n)] for i, (m, e, l, lo, hi, n) in enumerate(rows)]
-    return _table(["rank", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)
+    body = [[str(i + 1), mo, e, l, f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]", str(n)] for i, (m, mo, e, l, lo, hi, n) in enumerate(rows)]
+    return _table(["rank", "model", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)
 
 
 def layer_comparison(summary: pd.DataFrame) -> str:
@@ -105,16 +106,52 @@ def layer_comparison(summary: pd.DataFrame) -> str:
     layers = sorted(summary["layer"].unique())
     if len(layers) < 2:
         return ""
-    agg = summary.groupby(["explainer", "metric", "perturbation", "layer"], dropna=False).agg(mean=("mean", "mean"), direction=("direction", "first")).reset_index()
+    summary = summary[summary["metric"] != "sanity_rank_correlation"]
+    agg = summary.groupby(["model", "explainer", "metric", "perturbation", "layer"], dropna=False).agg(mean=("mean", "mean"), direction=("direction", "first")).reset_index()
     rows = []
-    for (e, m, p), g in agg.groupby(["explainer", "metric", "perturbation"], dropna=False):
+    for (mo, e, m, p), g in agg.groupby(["model", "explainer", "metric", "perturbation"], dropna=False):
         by = dict(zip(g["layer"], g["mean"]))
         d = g["direction"].iloc[0]
         vals = [by.get(l, np.nan) for l in layers]
         finite = [(v, l) for v, l in zip(vals, layers) if not math.isnan(v)]
         better = (max(finite)[1] if d == "higher" else min(finite)[1]) if len(finite) > 1 else "–"
-        rows.append([e, m + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else ""), *[_fmt(v) for v in vals], better])
-    return _table(["explainer", "metric", *layers, "better"], rows)
+        if len(finite) < 2:
+            continue  # a model measured at one layer has nothing to compare
+        rows.append([mo, e, m + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else ""), *[_fmt(v) for v in vals], better])
+    return _table(["model", "explainer", "metric", *layers, "better"], rows) if rows else ""
+
+
+def sanity_table(summary: pd.DataFrame) -> str:
+    """Rank correlation of each method's maps with those of a randomised model; flags the insensitive."""
+    from xaibench.sanity import FLAG_ABOVE, METRIC
+
+    block = summary[summary["metric"] == METRIC].sort_values("mean")
+    if block.empty:
+        return ""
+    rows = []
+    for _, r in block.iterrows():
+        flag = "⚠ insensitive to the model" if r["mean"] > FLAG_ABOVE else "passes"
+        rows.append([r["model"], r["explainer"], r["layer"], _ci(r), flag])
+    note = (
+        f"Spearman correlation between each image's map and the map of the same method on a model whose top layers were "
+        f"re-initialised (Adebayo et al. 2018). Lower is better; above {FLAG_ABOVE} the method is flagged."
+    )
+    return note + "\n\n" + _table(["model", "explainer", "layer", "rank correlation [95% CI]", "verdict"], rows)
+
+
+def best_thresholds(summary: pd.DataFrame) -> str:
+    """For metrics measured at several numeric thresholds: each method's best threshold."""
+    s = summary[pd.to_numeric(summary["threshold"], errors="coerce").notna()]
+    rows = []
+    for (model, e, l, m, p), g in s.groupby(["model", "explainer", "layer", "metric", "perturbation"], sort=True, dropna=False):
+        g = _sorted(g)
+        if len(g) < 3:
+            continue
+        r = g.iloc[0]
+        rows.append([model, e, l, m + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else ""), r["threshold"], _ci(r)])
+    if not rows:
+        return ""
+    return _table(["model", "explainer", "layer", "metric", "best threshold", "mean [95% CI]"], rows)
 
 
 def render(results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None) -> str:
@@ -134,7 +171,9 @@ def render(results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench 
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
-        ("Rankings per metric", rankings(summary)),
+        ("Rankings per metric", rankings(summary[summary["metric"] != "sanity_rank_correlation"])),
+        ("Best threshold per method", best_thresholds(summary)),
+        ("Sanity check: model randomisation", sanity_table(summary)),
     ]
     for name, body in sections:
         if body:

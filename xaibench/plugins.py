@@ -9,6 +9,8 @@ notebooks) can add plugin modules of their own with ``extra_plugins``.
 from __future__ import annotations
 
 import fnmatch
+import os
+from importlib import metadata
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Iterable
@@ -35,11 +37,45 @@ class Entry:
     module: str
 
 
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus the distribution each entry-point plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__(GROUP)
+        self.add_hookspecs(hookspecs)
+        self.distributions: dict[int, str] = {}  # id(plugin module) -> distribution name
+
+
 def _distributions(pm: pluggy.PluginManager) -> dict[int, str]:
-    out = {}
-    for plugin, dist in pm.list_plugin_distinfo():
-        out[id(plugin)] = dist.metadata["name"] or LOCAL
-    return out
+    return dict(getattr(pm, "distributions", {}))
+
+
+def _load_entry_points(pm: PluginManager) -> None:
+    """Import and register every ``xaibench`` entry point, remembering its distribution.
+
+    A package whose entry point does not import is reported by name, with its distribution.
+    ``XAIBENCH_DISABLE_PLUGINS`` (comma-separated entry-point or distribution names) skips some,
+    e.g. to work around a broken third-party package.
+    """
+    disabled = {n.strip() for n in os.environ.get("XAIBENCH_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+        dist = ep.dist.name if ep.dist is not None else LOCAL
+        if ep.name in disabled or dist in disabled:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            raise UserError(f"two installed distributions declare the xaibench entry point {ep.name!r} (one is {dist}); uninstall one")
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party package must not look like our bug
+            raise UserError(
+                f"entry point {ep.name!r} = {ep.value!r} of distribution {dist} failed to import: {type(exc).__name__}: {exc} "
+                f"(set XAIBENCH_DISABLE_PLUGINS={ep.name} to skip it)"
+            ) from exc
+        try:
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:
+            raise UserError(f"plugin {ep.value} (distribution {dist}): {exc}") from exc
+        pm.distributions[id(plugin)] = dist
 
 
 class Registry:
@@ -106,16 +142,15 @@ class Registry:
         return out
 
 
-def plugin_manager(extra_plugins: Iterable[ModuleType | object] = ()) -> pluggy.PluginManager:
+def plugin_manager(extra_plugins: Iterable[ModuleType | object] = ()) -> PluginManager:
     """A new PluginManager with the hookspecs, every installed entry point and ``extra_plugins``."""
-    pm = pluggy.PluginManager(GROUP)
-    pm.add_hookspecs(hookspecs)
-    try:
-        pm.load_setuptools_entrypoints(GROUP)
-    except Exception as exc:  # a broken third-party package must not look like our bug
-        raise UserError(f"could not load an entry point of group {GROUP!r}: {type(exc).__name__}: {exc}") from exc
+    pm = PluginManager()
+    _load_entry_points(pm)
     for plugin in extra_plugins:
-        pm.register(plugin)
+        try:
+            pm.register(plugin)
+        except pluggy.PluginValidationError as exc:
+            raise UserError(f"plugin {getattr(plugin, '__name__', plugin)!r}: {exc}") from exc
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -20,21 +20,16 @@ import pandas as pd
 import torch
 
 from xaibench import leaderboard, plots
-from xaibench.cache import HeatmapCache, default_cache_dir, image_key
+from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
-from xaibench.config import Config, ModelRef, _hash, instantiate
+from xaibench.config import Config, ModelRef, instantiate
+from xaibench.executors import Unit, run_local, run_ray
 from xaibench.errors import UserError
-from xaibench.evaluation import evaluate_batch
 from xaibench.grid import Cell, expand
-from xaibench.heatmaps import HeatmapEngine
-from xaibench.metrics.base import direction
-from xaibench.models.training import LoadContext
-from xaibench.perturb import fill_values
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
 from xaibench.results import ResultStore, atomic_write_text
 from xaibench.stats import summarize
-from xaibench.targets import TargetSpec
 
 
 def _versions(registry: Registry, used: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -64,7 +59,7 @@ class ModelPlan:
 class Plan:
     """Everything resolved from a config before any heavy work: plugins, parameters, cells."""
 
-    def __init__(self, config: Config, registry: Registry):
+    def __init__(self, config: Config, registry: Registry, sanity: bool = False):
         src = config.source
         self.config = config
         self.registry = registry
@@ -86,6 +81,8 @@ class Plan:
             used_explainers |= set(explainers)
             layers = ref.layers or config.grid.layers
             cells = expand(ref.label, names, layers, config.thresholds(), config.grid.perturbations, self.metrics, src)
+            if sanity or config.run.sanity:
+                cells += [Cell(ref.label, e, l, "", "", sanity_check.METRIC) for e in names for l in layers]
             self.models.append(ModelPlan(ref, plugin, explainers, names, layers, cells))
         for n in config.explainer_params:
             if n not in used_explainers:
@@ -106,17 +103,9 @@ class Plan:
             self._explainer(into, base, stack + (name,))
 
 
-def plan(config: Config, registry: Registry | None = None) -> Plan:
+def plan(config: Config, registry: Registry | None = None, sanity: bool = False) -> Plan:
     """Check a config against the installed plugins without running anything (``xaibench validate``)."""
-    return Plan(config, registry or load_registry())
-
-
-def _stack(samples) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    return (
-        torch.stack([s.image for s in samples]),
-        torch.stack([s.mask for s in samples]),
-        [s.image_id for s in samples],
-    )
+    return Plan(config, registry or load_registry(), sanity)
 
 
 def run_benchmark(
@@ -125,6 +114,8 @@ def run_benchmark(
     *,
     fresh: bool = False,
     device: str | None = None,
+    sanity: bool = False,
+    executor: str = "local",
     show_progress: bool = True,
     extra_plugins: Iterable[object] = (),
     counter: PassCounter | None = None,
@@ -132,7 +123,9 @@ def run_benchmark(
     """Run (or resume) a benchmark and return its tidy results."""
     t0 = time.perf_counter()
     registry = load_registry(extra_plugins)
-    p = plan(config, registry)
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor {executor!r} is not one of 'local', 'ray'")
+    p = plan(config, registry, sanity)
     device_name = device or config.run.device
     if device_name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available on this machine; use --device cpu")
@@ -163,16 +156,9 @@ def run_benchmark(
                     "use --fresh to start over or --out for a new directory"
                 )
             done = store.done()
-            bs = config.run.batch_size
-            for mp in p.models:
-                batches = []
-                for start in range(0, n, bs):
-                    chunk = samples[start : start + bs]
-                    missing = [c for c in mp.cells if any((c.key, x.image_id) not in done for x in chunk)]
-                    if missing:
-                        batches.append((chunk, missing))
-                if batches:
-                    _compute(p, mp, config, batches, store, done, dev, counter, timings, show_progress, out_dir)
+            units = _units(p, samples, done, config.run.batch_size)
+            if units:
+                _execute(p, units, samples, store, done, dev, counter, timings, show_progress, out_dir, executor)
             df = store.read()
             t1 = time.perf_counter()
             summary = summarize(df, config.seed)
@@ -212,99 +198,54 @@ def run_benchmark(
     return df
 
 
-def _compute(p: Plan, mp: ModelPlan, config: Config, batches, store: ResultStore, done, dev, counter, timings, show_progress, out_dir: Path) -> None:
-    t = time.perf_counter()
-    dataset_key = _hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
-    ctx = LoadContext(dataset=p.dataset, dataset_key=dataset_key, device=dev, cache_dir=default_cache_dir(), show_progress=show_progress)
-    model = mp.plugin.load(ctx)
-    timings[f"model_load_s[{mp.ref.label}]"] = time.perf_counter() - t
-    layer_paths = {l: model.resolve_layer(l) for l in mp.layers}
-    engine = HeatmapEngine(
-        model,
-        mp.explainers,
-        target=TargetSpec(region=config.run.target),
-        chunk_size=config.run.chunk_size,
-        cache=HeatmapCache(default_cache_dir() / "heatmaps"),
-        counter=counter,
-    )
-    mean = p.dataset.channel_mean() if config.run.fill == "mean" else None
-    module = model.module
+def _units(p: Plan, samples: list, done: set, batch_size: int) -> list[Unit]:
+    """Work units: each model x image batch that still has missing (cell, image) pairs."""
+    units = []
+    for index, mp in enumerate(p.models):
+        for start in range(0, len(samples), batch_size):
+            ids = [s.image_id for s in samples[start : start + batch_size]]
+            missing = [c.key for c in mp.cells if any((c.key, i) not in done for i in ids)]
+            if missing:
+                units.append(Unit(index, list(range(start, start + len(ids))), missing))
+    return units
 
-    @torch.no_grad()
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for s in range(0, x.shape[0], config.run.chunk_size):
-            o = module(x[s : s + config.run.chunk_size])
-            outs.append(o[0] if isinstance(o, (tuple, list)) else o)
-            counter.forwards += 1
-            counter.forward_rows += min(config.run.chunk_size, x.shape[0] - s)
-        return torch.cat(outs)
 
-    t_maps = t_metrics = 0.0
-    total = sum(len(b[0]) for b in batches)
-    gallery_done = (out_dir / "plots" / "gallery.png").exists()
+def _execute(p: Plan, units, samples, store: ResultStore, done, dev, counter, timings, show_progress, out_dir: Path, executor: str) -> None:
+    gallery = out_dir / "plots" / "gallery.png"
+    run = run_ray if executor == "ray" else run_local
+    total = sum(len(u.sample_indices) for u in units)
     with progress_bar(show_progress) as bar:
-        task = bar.add_task(f"{config.name} · {mp.ref.label}: {len(mp.cells)} cells", total=total)
-        for batch_samples, missing in batches:
-            images, truth, ids = _stack(batch_samples)
-            images, truth = images.to(dev), truth.to(dev)
-            pairs = list(dict.fromkeys((c.explainer, layer_paths[c.layer]) for c in missing))
-            t1 = time.perf_counter()
-            maps = engine.run(images, list(layer_paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
-            t2 = time.perf_counter()
-            fill = fill_values(images, config.run.fill, mean)
-            labels = _labels(batch_samples, dev)
-            scored = evaluate_batch(missing, p.metrics, maps, layer_paths, images, truth, fill, forward, config.run.chunk_size, labels)
-            t_maps += t2 - t1
-            t_metrics += time.perf_counter() - t2
-            store.append(_rows(config, scored, ids, done, p.metrics))
-            if not gallery_done and mp is p.models[0]:
-                named = {(e, l): maps.maps[(e, layer_paths[l])] for e, l in dict.fromkeys((c.explainer, c.layer) for c in missing)}
-                plots.gallery(images, truth, named, out_dir / "plots" / "gallery.png")
-                gallery_done = True
-            bar.update(task, advance=len(ids))
-    for key, value in (("heatmaps_s", t_maps), ("metrics_s", t_metrics), ("heatmap_cache_hits", engine.cache.hits), ("heatmaps_computed", len(engine.computed))):
-        timings[key] = timings.get(key, 0) + value
+        task = bar.add_task(f"{p.config.name}: {len(p.cells)} cells x {len(samples)} images", total=total)
+        for unit, result, worker in run(p, units, samples, dev, counter, show_progress):
+            store.append(result.rows)
+            for k, v in result.timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+            if worker is not None:
+                timings[f"model_load_s[{worker.mp.ref.label}]"] = worker.load_s
+                timings["heatmap_cache_hits"] = timings.get("heatmap_cache_hits", 0) + worker.engine.cache.hits
+                timings["heatmaps_computed"] = len(worker.engine.computed)
+                worker.engine.cache.hits = 0
+            if result.maps is not None and not gallery.exists() and unit.model_index == 0:
+                batch = [samples[i] for i in unit.sample_indices]
+                paths = worker.layer_paths
+                named = {(e, l): result.maps.maps[(e, paths[l])] for e in worker.mp.explainer_names for l in worker.mp.layers if (e, paths[l]) in result.maps.maps}
+                plots.gallery(torch.stack([s.image for s in batch]), torch.stack([s.mask for s in batch]), named, gallery)
+            bar.update(task, advance=len(unit.sample_indices))
 
 
-def _labels(samples, dev) -> torch.Tensor | None:
-    labels = [s.label for s in samples]
-    return None if any(l is None for l in labels) else torch.tensor(labels, dtype=torch.long, device=dev)
-
-
-def _rows(config: Config, scored: list[tuple[Cell, torch.Tensor, torch.Tensor | None]], ids: list[str], done, metrics) -> pd.DataFrame:
-    cols: dict[str, list] = {k: [] for k in ("dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric", "image_id", "value", "threshold_value", "direction", "cell_key")}
-    for cell, values, thr in scored:
-        d = direction(metrics[cell.metric], cell.perturbation)
-        for i, image_id in enumerate(ids):
-            if (cell.key, image_id) in done:
-                continue
-            cols["dataset"].append(config.dataset.name)
-            cols["model"].append(cell.model)
-            cols["explainer"].append(cell.explainer)
-            cols["layer"].append(cell.layer)
-            cols["threshold"].append(cell.threshold)
-            cols["perturbation"].append(cell.perturbation)
-            cols["metric"].append(cell.metric)
-            cols["image_id"].append(image_id)
-            cols["value"].append(float(values[i]))
-            cols["threshold_value"].append(float(thr[i]) if thr is not None else float("nan"))
-            cols["direction"].append(d)
-            cols["cell_key"].append(cell.key)
-    return pd.DataFrame(cols)
-
-
-def _print_top(summary: pd.DataFrame, top: int = 3) -> None:
+def _print_top(summary: pd.DataFrame) -> None:
+    """A closing table: the best cell of each metric (and perturbation mode)."""
     from rich.table import Table
 
-    table = Table(title="leaderboard: best cells per metric")
-    for c in ("metric", "mode", "rank", "explainer", "layer", "threshold", "mean", "95% CI"):
-        table.add_column(c)
+    short = {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
+    table = Table(title="best cell per metric (full ranking in leaderboard.md)")
+    for c in ("metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"):
+        table.add_column(c, overflow="fold")
     for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
         block = block.dropna(subset=["mean"])
         if block.empty:
             continue
-        block = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher")
-        for i, (_, r) in enumerate(block.head(top).iterrows()):
-            table.add_row(metric, pert or "–", str(i + 1), r["explainer"], r["layer"], r["threshold"] or "–", f"{r['mean']:.4f}", f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
+        r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
+        ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        table.add_row(metric, short.get(pert, pert or "–"), r["model"], r["explainer"], r["layer"], r["threshold"] or "–", ci)
     console.print(table)

@@ -1,5 +1,7 @@
 """Every method pytorch-grad-cam 1.5.7 also has gives the same maps (to 1e-5) on a small smp U-Net."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +29,7 @@ LAYERS = ["decoder.blocks.2", "decoder.blocks.1"]
 def trained_like(tiny_unet):
     # perturb the weights away from init so gradients and activations are not degenerate
     g = torch.Generator().manual_seed(3)
-    m = tiny_unet
+    m = copy.deepcopy(tiny_unet)  # pytorch-grad-cam's backward leaves parameter gradients on the model it gets
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))

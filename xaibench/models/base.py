@@ -40,6 +40,7 @@ class LoadedModel:
     softmax) or ``classifier`` (logits [B, C]; C == 1 means a sigmoid classifier).
     layers: alias -> module path (e.g. ``decoder1 -> decoder.blocks.4``).
     tail: module path -> :class:`Tail` or None where the model cannot be split there.
+    randomizable: module paths re-initialised by the model-randomisation sanity check.
     """
 
     module: nn.Module
@@ -47,6 +48,8 @@ class LoadedModel:
     layers: dict[str, str] = field(default_factory=dict)
     tail: Callable[[str], Tail | None] = lambda path: None
     identity: str = ""
+    #: module paths the sanity check re-initialises (empty: the whole model)
+    randomizable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.identity:

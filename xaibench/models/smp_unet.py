@@ -145,4 +145,5 @@ class SmpUnet:
             task="binary" if binary else "multiclass",
             layers=layers,
             tail=lambda path: unet_tail(module, path),
+            randomizable=("decoder", "segmentation_head"),
         )

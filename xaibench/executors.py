@@ -1,0 +1,99 @@
+"""Where the grid runs: in this process (``local``) or on a Ray cluster (``ray``).
+
+An executor takes work units (one model x one image batch, with the cells still missing) and
+yields their :class:`~xaibench.worker.BatchResult` as they finish; the runner writes each one
+to the run directory at once. Work is sharded by model x image batch, not by layer: all layers
+of a batch share one forward and one backward, which a layer shard would pay again.
+
+The Ray executor starts one actor per CPU (``ray.init(num_cpus=...)`` makes a local cluster
+when no cluster address is set in ``RAY_ADDRESS``); each actor loads the model once (from the
+cache the driver filled) and processes the units it is given.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from xaibench.errors import UserError
+from xaibench.worker import BatchResult, BatchWorker
+
+
+@dataclass
+class Unit:
+    model_index: int
+    sample_indices: list[int]
+    cell_keys: list[str]
+
+
+def run_local(plan, units: list[Unit], samples: list, device: torch.device, counter, show_progress: bool) -> Iterator[tuple[Unit, BatchResult, BatchWorker]]:
+    workers: dict[int, BatchWorker] = {}
+    for unit in units:
+        if unit.model_index not in workers:
+            workers.clear()  # one model in memory at a time
+            workers[unit.model_index] = BatchWorker(plan, unit.model_index, device, show_progress, counter)
+        worker = workers[unit.model_index]
+        cells = {c.key: c for c in plan.models[unit.model_index].cells}
+        batch = [samples[i] for i in unit.sample_indices]
+        yield unit, worker.process(batch, [cells[k] for k in unit.cell_keys]), worker
+
+
+def run_ray(plan, units: list[Unit], samples: list, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError("--executor ray needs Ray: pip install 'xaibench[ray]'") from exc
+    if device.type == "cuda":
+        raise UserError("--executor ray runs on CPU workers here; use --executor local for --device cuda")
+    # the driver trains (or loads) each model once, so actors only ever read the cache
+    for index in sorted({u.model_index for u in units}):
+        BatchWorker(plan, index, device, show_progress)
+    started = False
+    if not ray.is_initialized():
+        n = num_workers or int(os.environ.get("XAIBENCH_RAY_CPUS", os.cpu_count() or 1))
+        ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_")}})
+        started = True
+    try:
+        Actor = ray.remote(num_cpus=1)(_RayWorker)
+        n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
+        actors = [Actor.remote(plan, samples) for _ in range(n_actors)]
+        pending = {}
+        for i, unit in enumerate(units):
+            ref = actors[i % n_actors].process.remote(unit)
+            pending[ref] = unit
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            unit = pending.pop(ready[0])
+            result, passes = ray.get(ready[0])
+            for k, v in passes.items():
+                setattr(counter, k, getattr(counter, k) + v)
+            yield unit, result, None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _RayWorker:
+    """A Ray actor: one BatchWorker per model, built on first use."""
+
+    def __init__(self, plan, samples):
+        torch.set_num_threads(1)
+        self.plan, self.samples, self.workers = plan, samples, {}
+
+    def process(self, unit: Unit):
+        from xaibench.capture import PassCounter
+
+        if unit.model_index not in self.workers:
+            self.workers = {unit.model_index: BatchWorker(self.plan, unit.model_index, torch.device("cpu"))}
+        worker = self.workers[unit.model_index]
+        before = dict(vars(worker.counter))
+        cells = {c.key: c for c in self.plan.models[unit.model_index].cells}
+        result = worker.process([self.samples[i] for i in unit.sample_indices], [cells[k] for k in unit.cell_keys])
+        result.maps = None  # maps stay on the worker; only rows travel
+        passes = {k: v - before.get(k, 0) for k, v in vars(worker.counter).items()}
+        assert isinstance(worker.counter, PassCounter)
+        return result, passes

@@ -1,0 +1,134 @@
+"""The per-batch work of a benchmark: one model loaded, maps and scores for image batches.
+
+A :class:`BatchWorker` holds one loaded model, its heatmap engine and the batched forward used
+by perturbation metrics. The local executor runs one in-process; the Ray executor runs one per
+Ray actor. Both call :meth:`BatchWorker.process` with a batch of samples and the cells still
+missing for it, and get tidy rows back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from xaibench import sanity as sanity_check
+from xaibench.cache import HeatmapCache, default_cache_dir, image_key
+from xaibench.capture import PassCounter
+from xaibench.config import Config, _hash
+from xaibench.evaluation import evaluate_batch
+from xaibench.grid import Cell
+from xaibench.heatmaps import BatchMaps, HeatmapEngine
+from xaibench.metrics.base import direction
+from xaibench.models.training import LoadContext
+from xaibench.perturb import fill_values
+from xaibench.targets import TargetSpec
+
+ROW_COLUMNS = ("dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric", "image_id", "value", "threshold_value", "direction", "cell_key")
+
+
+@dataclass
+class BatchResult:
+    rows: pd.DataFrame
+    maps: BatchMaps | None = None  # kept for the gallery (local executor only)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def dataset_key(config: Config) -> str:
+    return _hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
+
+
+class BatchWorker:
+    """Maps and scores of image batches for one model of a plan."""
+
+    def __init__(self, plan, model_index: int, device: torch.device, show_progress: bool = False, counter: PassCounter | None = None):
+        self.plan = plan
+        self.config: Config = plan.config
+        self.mp = plan.models[model_index]
+        self.device = device
+        self.counter = counter or PassCounter()
+        t = time.perf_counter()
+        ctx = LoadContext(dataset=plan.dataset, dataset_key=dataset_key(self.config), device=device, cache_dir=default_cache_dir(), show_progress=show_progress)
+        self.model = self.mp.plugin.load(ctx)
+        self.load_s = time.perf_counter() - t
+        self.layer_paths = {l: self.model.resolve_layer(l) for l in self.mp.layers}
+        run = self.config.run
+        self.engine = HeatmapEngine(
+            self.model,
+            self.mp.explainers,
+            target=TargetSpec(region=run.target),
+            chunk_size=run.chunk_size,
+            cache=HeatmapCache(default_cache_dir() / "heatmaps"),
+            counter=self.counter,
+        )
+        self.random_engine: HeatmapEngine | None = None
+        self.mean = plan.dataset.channel_mean() if run.fill == "mean" else None
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of any inputs, in chunks of ``[run] chunk_size``."""
+        n = self.config.run.chunk_size
+        outs = []
+        for s in range(0, x.shape[0], n):
+            o = self.model.module(x[s : s + n])
+            outs.append(o[0] if isinstance(o, (tuple, list)) else o)
+            self.counter.forwards += 1
+            self.counter.forward_rows += min(n, x.shape[0] - s)
+        return torch.cat(outs)
+
+    def process(self, samples: list, missing: list[Cell], done: set | frozenset = frozenset()) -> BatchResult:
+        """Rows for the ``missing`` cells on ``samples`` ((cell, image) pairs in ``done`` are left out)."""
+        config, dev, paths = self.config, self.device, self.layer_paths
+        images = torch.stack([s.image for s in samples]).to(dev)
+        truth = torch.stack([s.mask for s in samples]).to(dev)
+        ids = [s.image_id for s in samples]
+        labels = None if any(s.label is None for s in samples) else torch.tensor([s.label for s in samples], device=dev)
+        pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing))
+        t1 = time.perf_counter()
+        maps = self.engine.run(images, list(paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
+        t2 = time.perf_counter()
+        fill = fill_values(images, config.run.fill, self.mean)
+        regular = [c for c in missing if c.metric != sanity_check.METRIC]
+        scored = evaluate_batch(regular, self.plan.metrics, maps, paths, images, truth, fill, self.forward, config.run.chunk_size, labels)
+        scored += self._sanity([c for c in missing if c.metric == sanity_check.METRIC], images, truth, maps)
+        timings = {"heatmaps_s": t2 - t1, "metrics_s": time.perf_counter() - t2}
+        return BatchResult(self._rows(scored, ids, done), maps, timings)
+
+    def _sanity(self, checks: list[Cell], images, truth, maps: BatchMaps) -> list:
+        if not checks:
+            return []
+        if self.random_engine is None:
+            run = self.config.run
+            self.random_engine = HeatmapEngine(
+                sanity_check.randomized_copy(self.model, self.config.seed),
+                self.mp.explainers,
+                target=TargetSpec(region=run.target),
+                chunk_size=run.chunk_size,
+            )
+        pairs = [(c.explainer, self.layer_paths[c.layer]) for c in checks]
+        # the randomised model explains the same region as the trained one, so only the model differs
+        rnd = self.random_engine.run(images, list(self.layer_paths.values()), ground_truth=truth, pairs=pairs, target=maps.target.region)
+        return [(c, sanity_check.rank_correlation(maps.maps[p], rnd.maps[p]), None) for c, p in zip(checks, pairs)]
+
+    def _rows(self, scored, ids: list[str], done) -> pd.DataFrame:
+        config = self.config
+        cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
+        for cell, values, thr in scored:
+            if cell.metric == sanity_check.METRIC:
+                d = "lower"
+            else:
+                d = direction(self.plan.metrics[cell.metric], cell.perturbation)
+            for i, image_id in enumerate(ids):
+                if (cell.key, image_id) in done:
+                    continue
+                for k, v in (
+                    ("dataset", config.dataset.name), ("model", cell.model), ("explainer", cell.explainer),
+                    ("layer", cell.layer), ("threshold", cell.threshold), ("perturbation", cell.perturbation),
+                    ("metric", cell.metric), ("image_id", image_id), ("value", float(values[i])),
+                    ("threshold_value", float(thr[i]) if thr is not None else float("nan")), ("direction", d),
+                    ("cell_key", cell.key),
+                ):
+                    cols[k].append(v)
+        return pd.DataFrame(cols)
