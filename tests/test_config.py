@@ -145,3 +145,18 @@ def test_shipped_benchmarks_validate():
             if "Available:" in str(exc) and "unknown" in str(exc):
                 pytest.skip(f"{path.name} needs a plugin package that is not installed: {exc}")
             raise
+
+
+def test_run_options_and_their_errors():
+    c = parse_config({**BASE, "run": {"class_id": 2, "fill": "blur", "sanity": True}}, "x.toml")
+    assert c.run.class_id == 2 and c.run.fill == "blur" and c.run.sanity
+    with pytest.raises(UserError, match="run.fill.*'zero'"):
+        parse_config({**BASE, "run": {"fill": "noise"}}, "x.toml")
+    with pytest.raises(UserError, match="run.class_id"):
+        parse_config({**BASE, "run": {"class_id": -3}}, "x.toml")
+    assert parse_config({**BASE, "run": {"class_id": 2}}).identity() != parse_config(BASE).identity()
+
+
+def test_metric_params_for_a_metric_not_in_the_grid_is_an_error():
+    with pytest.raises(UserError, match=r"\[metric_params.pointing_game\]"):
+        plan(parse_config({**BASE, "metric_params": {"pointing_game": {"tolerance": 3}}}, "x.toml"))

@@ -135,3 +135,22 @@ def test_normalize_is_relu_minmax_resize_minmax():
     out = normalize(raw, (4, 4))
     assert out.shape == (1, 4, 4) and out.min() == 0 and abs(float(out.max()) - 1) < 1e-6
     assert torch.allclose(minmax(torch.tensor([[[2.0, 4.0]]])), torch.tensor([[[0.0, 1.0]]]), atol=1e-6)
+
+
+def test_a_one_logit_classifier_explains_its_positive_class():
+    from xaibench.targets import TargetSpec, probabilities, resolve
+
+    logits = torch.tensor([[2.0], [-1.0]])
+    t = resolve(TargetSpec(), logits)
+    assert t.channel.tolist() == [0, 0] and t.class_ids.tolist() == [1, 1]
+    assert torch.allclose(probabilities(logits)[torch.arange(2), t.class_ids], torch.sigmoid(logits[:, 0]))
+
+
+def test_segx_cache_key_follows_its_base_parameters(tiny_unet, tiny_images, tmp_path):
+    reg = {c.name: c for c in X.BUILTIN}
+    cache = HeatmapCache(tmp_path)
+    a = HeatmapEngine(_loaded(tiny_unet), {"random": reg["random"](seed=0), "segx": X.SegX(base="random", mask="target")}, cache=cache)
+    a.run(tiny_images, ["decoder.blocks.1"], pairs=[("segx", "decoder.blocks.1")])
+    b = HeatmapEngine(_loaded(tiny_unet), {"random": reg["random"](seed=5), "segx": X.SegX(base="random", mask="target")}, cache=cache)
+    b.run(tiny_images, ["decoder.blocks.1"], pairs=[("segx", "decoder.blocks.1")])
+    assert ("segx", "decoder.blocks.1") in b.computed  # another base, so not a cache hit

@@ -134,7 +134,9 @@ def test_crash_mid_run_leaves_a_readable_table_and_resume_completes(tiny_config,
     partial = pd.read_parquet(out / "results.parquet")
     assert 0 < len(partial) < CELLS * IMAGES
     monkeypatch.setattr(ResultStore, "append", real)
-    full = xaibench.run(tiny_config, out, show_progress=False)
+    resumed = tmp_path / "resume.toml"  # other batches than the crashed run's: done rows must not come back
+    resumed.write_text(tiny_config.read_text().replace("batch_size = 4", "batch_size = 6"))
+    full = xaibench.run(resumed, out, show_progress=False)
     assert len(full) == CELLS * IMAGES and not full.duplicated(["cell_key", "image_id"]).any()
 
 
@@ -203,3 +205,17 @@ def test_ray_executor_gives_the_same_rows_as_local(first_run, tmp_path):
     b = remote.sort_values(key).reset_index(drop=True)
     assert a[key].equals(b[key])
     assert (a["value"] - b["value"]).abs().max() < 1e-5 or a["value"].isna().equals(b["value"].isna())
+
+
+def test_changed_explainer_parameters_are_refused_on_resume(first_run, tmp_path):
+    cfg, out, _, _ = first_run
+    changed = tmp_path / "changed.toml"
+    changed.write_text(cfg.read_text() + "\n[explainer_params.eigen_cam]\n")
+    xaibench.run(changed, tmp_path / "o1", show_progress=False)  # an empty table is fine anywhere
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["random"]') + "\n[explainer_params.random]\nseed = 1\n")
+    xaibench.run(other, tmp_path / "o2", show_progress=False)
+    again = tmp_path / "again.toml"
+    again.write_text(other.read_text().replace("seed = 1\n", "seed = 2\n"))
+    with pytest.raises(UserError, match=r"\[explainer_params.random\] differs"):
+        xaibench.run(again, tmp_path / "o2", show_progress=False)

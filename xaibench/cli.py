@@ -103,13 +103,15 @@ def _cmd_leaderboard(args) -> int:
     from xaibench.stats import summarize
 
     frames = []
+    manifest = ResultStore(args.run_dirs[0]).read_manifest() or {}
+    seed = int(manifest.get("seed", 0))
     for d in args.run_dirs:
         table = d / "results.parquet"
         if not table.exists():
             raise UserError(f"{str(d)!r} is not a run directory: {table} does not exist")
         frames.append(ResultStore(d).read())
     df = pd.concat(frames, ignore_index=True)
-    summary = summarize(df)
+    summary = summarize(df, seed)
     title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
     plots = []
     if len(args.run_dirs) == 1 and args.output is not None:
@@ -117,7 +119,7 @@ def _cmd_leaderboard(args) -> int:
 
         for png in sorted((args.run_dirs[0] / "plots").glob("*.png")):
             plots.append(os.path.relpath(png, args.output.resolve().parent))
-    text = leaderboard.render(df, summary, title, plots=plots)
+    text = leaderboard.render(df, summary, title, seed, plots)
     if args.output:
         atomic_write_text(args.output, text)
         print(f"leaderboard: {args.output}")

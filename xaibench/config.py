@@ -11,7 +11,7 @@ Layout::
     [model]      name, + the model plugin's parameters
     [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
-    [run]        batch_size, chunk_size, fill, target, device, sanity (all optional)
+    [run]        batch_size, chunk_size, fill, target, class_id, device, sanity (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
 """
 
@@ -69,6 +69,7 @@ class RunOptions:
     target: str = "predicted"
     device: str = "cpu"
     sanity: bool = False
+    class_id: int = -1  #: the class explained; -1: class 1 for segmentation, the predicted class for classifiers
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Config:
         d = self.as_dict()
         for k in ("grid", "description", "explainer_params", "metric_params"):
             d.pop(k)
-        d["run"] = {"fill": self.run.fill, "target": self.run.target}
+        d["run"] = {"fill": self.run.fill, "target": self.run.target, "class_id": self.run.class_id}
         return _hash(d)
 
     def thresholds(self) -> tuple[float | str, ...]:
@@ -244,10 +245,13 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         target=r.get("target", str, "predicted", TARGETS),
         device=r.get("device", str, "cpu", DEVICES),
         sanity=r.get("sanity", bool, False),
+        class_id=r.get("class_id", int, -1),
     )
     if run.batch_size < 1 or run.chunk_size < 1:
         raise r.fail("batch_size" if run.batch_size < 1 else "chunk_size", "must be >= 1")
-    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity"))
+    if run.class_id < -1:
+        raise r.fail("class_id", "must be a class id >= 0, or -1 for the default")
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id"))
 
     params = {}
     for section in ("explainer_params", "metric_params"):

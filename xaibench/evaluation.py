@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from skimage.filters import threshold_otsu
 
+from xaibench.errors import UserError
 from xaibench.grid import Cell
 from xaibench.heatmaps import BatchMaps
 from xaibench.metrics.base import MetricContext
@@ -79,6 +80,9 @@ def evaluate_batch(
             binary=binaries.get((c.pair, c.threshold)),
             perturbed_logits=batch.result((c.pair, c.threshold, c.perturbation)) if c.perturbation else None,
         )
-        values = metrics[c.metric].compute(ctx)
+        try:
+            values = metrics[c.metric].compute(ctx)
+        except ValueError as exc:  # a metric that cannot apply here (no ground truth, a classifier, ...)
+            raise UserError(f"metric {c.metric!r} on model {c.model!r}: {exc}") from exc
         out.append((c, values.detach().float().cpu(), None if t is None else t.detach().cpu()))
     return out

@@ -29,7 +29,7 @@ class Unit:
     cell_keys: list[str]
 
 
-def run_local(plan, units: list[Unit], samples: list, device: torch.device, counter, show_progress: bool) -> Iterator[tuple[Unit, BatchResult, BatchWorker]]:
+def run_local(plan, units: list[Unit], samples: list, done: set, device: torch.device, counter, show_progress: bool) -> Iterator[tuple[Unit, BatchResult, BatchWorker]]:
     workers: dict[int, BatchWorker] = {}
     for unit in units:
         if unit.model_index not in workers:
@@ -38,10 +38,10 @@ def run_local(plan, units: list[Unit], samples: list, device: torch.device, coun
         worker = workers[unit.model_index]
         cells = {c.key: c for c in plan.models[unit.model_index].cells}
         batch = [samples[i] for i in unit.sample_indices]
-        yield unit, worker.process(batch, [cells[k] for k in unit.cell_keys]), worker
+        yield unit, worker.process(batch, [cells[k] for k in unit.cell_keys], done), worker
 
 
-def run_ray(plan, units: list[Unit], samples: list, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
+def run_ray(plan, units: list[Unit], samples: list, done: set, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
     try:
         import ray
     except ImportError as exc:
@@ -53,9 +53,12 @@ def run_ray(plan, units: list[Unit], samples: list, device: torch.device, counte
         BatchWorker(plan, index, device, show_progress)
     started = False
     if not ray.is_initialized():
-        n = num_workers or int(os.environ.get("XAIBENCH_RAY_CPUS", os.cpu_count() or 1))
-        ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_")}})
+        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_")}}
+        if os.environ.get("RAY_ADDRESS"):  # an existing cluster: it decides its own resources
+            ray.init(log_to_driver=False, runtime_env=env)
+        else:
+            n = num_workers or int(os.environ.get("XAIBENCH_RAY_CPUS", os.cpu_count() or 1))
+            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, runtime_env=env)
         started = True
     try:
         Actor = ray.remote(num_cpus=1)(_RayWorker)
@@ -63,7 +66,10 @@ def run_ray(plan, units: list[Unit], samples: list, device: torch.device, counte
         actors = [Actor.remote(plan, samples) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
-            ref = actors[i % n_actors].process.remote(unit)
+            ids = {samples[j].image_id for j in unit.sample_indices}
+            keys = set(unit.cell_keys)
+            unit_done = {(k, i_) for k, i_ in done if k in keys and i_ in ids}
+            ref = actors[i % n_actors].process.remote(unit, unit_done)
             pending[ref] = unit
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -84,7 +90,7 @@ class _RayWorker:
         torch.set_num_threads(1)
         self.plan, self.samples, self.workers = plan, samples, {}
 
-    def process(self, unit: Unit):
+    def process(self, unit: Unit, done: set):
         from xaibench.capture import PassCounter
 
         if unit.model_index not in self.workers:
@@ -92,7 +98,7 @@ class _RayWorker:
         worker = self.workers[unit.model_index]
         before = dict(vars(worker.counter))
         cells = {c.key: c for c in self.plan.models[unit.model_index].cells}
-        result = worker.process([self.samples[i] for i in unit.sample_indices], [cells[k] for k in unit.cell_keys])
+        result = worker.process([self.samples[i] for i in unit.sample_indices], [cells[k] for k in unit.cell_keys], done)
         result.maps = None  # maps stay on the worker; only rows travel
         passes = {k: v - before.get(k, 0) for k, v in vars(worker.counter).items()}
         assert isinstance(worker.counter, PassCounter)

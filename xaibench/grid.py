@@ -52,6 +52,8 @@ def expand(
         if metric.uses_threshold and not ts:
             raise UserError(f"{source}: grid.thresholds: metric {mname!r} binarises maps, so give thresholds or threshold_sweep")
         mode = metric.perturbation
+        if mode and not metric.uses_threshold:
+            raise UserError(f"{source}: metric {mname!r} perturbs the input but uses no threshold; a perturbation needs a binarised map")
         if mode == "cell":
             if not perturbations:
                 raise UserError(f"{source}: grid.perturbations: metric {mname!r} needs at least one perturbation mode")

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from xaibench import __version__
 from xaibench.cache import HeatmapCache, heatmap_key, image_key
 from xaibench.capture import PassCounter, forward_replacing, shared_pass
 from xaibench.errors import UserError
@@ -97,9 +98,17 @@ class HeatmapEngine:
             add(p)
         return out
 
+    def _describe(self, name: str) -> str:
+        """What makes an explainer's maps what they are: its class, version, parameters, and
+        (for composites) the same of its bases."""
+        e = self.explainers[name]
+        cls = type(e)
+        text = f"{cls.__module__}.{cls.__qualname__}@{getattr(e, 'version', __version__)}({params_key(e)})"
+        return text + "".join(f"[{b}:{self._describe(b)}]" for b in getattr(e, "composes", ()))
+
     def _key(self, pair: Pair, img_key: str, target_key: str) -> str:
         name, layer = pair
-        return heatmap_key(self.model.identity, img_key, layer, name, params_key(self.explainers[name]), target_key)
+        return heatmap_key(self.model.identity, img_key, layer, name, self._describe(name), target_key)
 
     # -- passes -----------------------------------------------------------------------------
     @torch.no_grad()

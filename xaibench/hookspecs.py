@@ -40,4 +40,4 @@ def register_datasets(register: Callable[[type], None]) -> None:
 
 @hookspec
 def register_models(register: Callable[[type], None]) -> None:
-    """Register model classes (``name``, ``load(dataset, device, cache_dir) -> LoadedModel``)."""
+    """Register model classes (``name``, ``load(ctx: LoadContext) -> LoadedModel``)."""

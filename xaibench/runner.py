@@ -65,9 +65,12 @@ class Plan:
         self.registry = registry
         self.metric_names = registry.expand("metrics", config.grid.metrics)
         self.metrics = {
-            n: instantiate(registry.get("metrics", n), config.metric_params.get(n, {}), f"{src}: [metric_params.{n}]")
+            n: instantiate(registry.get("metrics", n), config.metric_params.get(n, {}), f"{src}: [metric_params.{n}]", config.seed)
             for n in self.metric_names
         }
+        for n in config.metric_params:
+            if n not in self.metrics:
+                raise UserError(f"{src}: [metric_params.{n}]: {n!r} is not a metric of grid.metrics ({', '.join(self.metric_names)})")
         self.dataset = instantiate(registry.get("datasets", config.dataset.name), config.dataset.params, f"{src}: [dataset]", config.seed)
         self.models: list[ModelPlan] = []
         used_explainers: set[str] = set()
@@ -155,6 +158,7 @@ def run_benchmark(
                     f"run directory {str(out_dir)!r} holds results of a different benchmark setup (dataset, model or seed differ); "
                     "use --fresh to start over or --out for a new directory"
                 )
+            _check_params_unchanged(config, manifest)
             done = store.done()
             units = _units(p, samples, done, config.run.batch_size)
             if units:
@@ -198,6 +202,28 @@ def run_benchmark(
     return df
 
 
+def _check_params_unchanged(config: Config, manifest: dict | None) -> None:
+    """Resuming with other parameters for an explainer or metric already in the table would mix
+    two definitions under one name: refuse, naming the first difference."""
+    if not manifest:
+        return
+    old = manifest.get("config", {})
+    for table in ("explainer_params", "metric_params"):
+        before, now = old.get(table, {}) or {}, getattr(config, table)
+        for name in sorted(set(before) | set(now)):
+            if name in before and name in now and before[name] != now[name] or (name in before) != (name in now) and _used_before(old, name):
+                raise UserError(
+                    f"{config.source}: [{table}.{name}] differs from the run in this directory "
+                    f"({before.get(name, {})} before, {now.get(name, {})} now); use --fresh or another --out"
+                )
+
+
+def _used_before(old_config: dict, name: str) -> bool:
+    grid = old_config.get("grid", {})
+    models = old_config.get("models", [])
+    return name in grid.get("explainers", ()) or name in grid.get("metrics", ()) or any(name in m.get("explainers", ()) for m in models)
+
+
 def _units(p: Plan, samples: list, done: set, batch_size: int) -> list[Unit]:
     """Work units: each model x image batch that still has missing (cell, image) pairs."""
     units = []
@@ -216,7 +242,7 @@ def _execute(p: Plan, units, samples, store: ResultStore, done, dev, counter, ti
     total = sum(len(u.sample_indices) for u in units)
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"{p.config.name}: {len(p.cells)} cells x {len(samples)} images", total=total)
-        for unit, result, worker in run(p, units, samples, dev, counter, show_progress):
+        for unit, result, worker in run(p, units, samples, done, dev, counter, show_progress):
             store.append(result.rows)
             for k, v in result.timings.items():
                 timings[k] = timings.get(k, 0.0) + v

@@ -114,9 +114,11 @@ def resolve(
     if not segmentation:
         if spec.class_id is not None:
             ids = torch.full((batch,), spec.class_id, dtype=torch.long)
-        else:
-            ids = predicted_classes(logits).cpu() if logits.shape[1] > 1 else torch.zeros(batch, dtype=torch.long)
-        return Target(ids, None, ids)
+        elif logits.shape[1] > 1:
+            ids = predicted_classes(logits).cpu()
+        else:  # a one-logit (sigmoid) classifier: its logit is the positive class, class 1
+            ids = torch.ones(batch, dtype=torch.long)
+        return Target(_channel(ids, logits), None, ids)
     cls = 1 if spec.class_id is None else spec.class_id
     _check_class(cls, logits)
     ids = torch.full((batch,), cls, dtype=torch.long)

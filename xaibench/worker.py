@@ -36,6 +36,10 @@ class BatchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def target_spec(config: Config) -> TargetSpec:
+    return TargetSpec(region=config.run.target, class_id=None if config.run.class_id < 0 else config.run.class_id)
+
+
 def dataset_key(config: Config) -> str:
     return _hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
 
@@ -58,7 +62,7 @@ class BatchWorker:
         self.engine = HeatmapEngine(
             self.model,
             self.mp.explainers,
-            target=TargetSpec(region=run.target),
+            target=target_spec(self.config),
             chunk_size=run.chunk_size,
             cache=HeatmapCache(default_cache_dir() / "heatmaps"),
             counter=self.counter,
@@ -104,7 +108,7 @@ class BatchWorker:
             self.random_engine = HeatmapEngine(
                 sanity_check.randomized_copy(self.model, self.config.seed),
                 self.mp.explainers,
-                target=TargetSpec(region=run.target),
+                target=target_spec(self.config),
                 chunk_size=run.chunk_size,
             )
         pairs = [(c.explainer, self.layer_paths[c.layer]) for c in checks]

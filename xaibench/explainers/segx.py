@@ -1,4 +1,4 @@
-"""SegX-style refinement (Zhu et al. 2025): a base explainer's map restricted to a segmentation mask."""
+"""SegX-style refinement (Zhang, Zhu and Luo 2025): a base explainer's map restricted to a segmentation mask."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """What a model plugin provides: a network ready for inference plus what xaibench must know about it.
 
 A model plugin registers a class whose constructor keyword arguments are its ``[model]`` config
-keys, and whose ``load(dataset, *, device, cache_dir)`` returns a :class:`LoadedModel`.
+keys, and whose ``load(ctx)`` (ctx: :class:`xaibench.models.training.LoadContext` with the
+dataset, device and cache directory) returns a :class:`LoadedModel`.
 """
 
 from __future__ import annotations
