@@ -219,3 +219,14 @@ def test_changed_explainer_parameters_are_refused_on_resume(first_run, tmp_path)
     again.write_text(other.read_text().replace("seed = 1\n", "seed = 2\n"))
     with pytest.raises(UserError, match=r"\[explainer_params.random\] differs"):
         xaibench.run(again, tmp_path / "o2", show_progress=False)
+
+
+def test_sanity_check_adds_rank_correlations_and_a_leaderboard_section(first_run, tmp_path):
+    cfg, _, _, _ = first_run
+    out = tmp_path / "sane"
+    df = run_benchmark(load_config(cfg), out, sanity=True, show_progress=False)
+    rows = df[df.metric == "sanity_rank_correlation"]
+    assert len(rows) == 2 * 2 * IMAGES  # explainers x layers x images
+    ok = rows["value"].dropna()
+    assert len(ok) > 0 and ok.between(-1, 1).all()  # NaN where a randomised map is constant
+    assert "## Sanity check: model randomisation" in (out / "leaderboard.md").read_text()

@@ -70,7 +70,7 @@ class BatchWorker:
         self.random_engine: HeatmapEngine | None = None
         self.mean = plan.dataset.channel_mean() if run.fill == "mean" else None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of any inputs, in chunks of ``[run] chunk_size``."""
         n = self.config.run.chunk_size

@@ -135,6 +135,8 @@ class SmpUnet:
                 title=f"{self.name} ({self.encoder})",
                 show_progress=ctx.show_progress,
             )
+        if ctx.device.type == "cpu":  # NHWC convolutions are ~1.4x faster on CPU; this model is ours to lay out
+            module = module.to(memory_format=torch.channels_last)
         n = len(module.decoder.blocks)
         layers = {"decoder1": f"decoder.blocks.{n - 1}"}
         if n > 1:
