@@ -9,8 +9,9 @@ constructor has one, receives ``[benchmark] seed`` unless the config sets it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Callable, ClassVar, Iterator, Protocol, Sequence, overload, runtime_checkable
 
+import numpy as np
 import torch
 
 
@@ -45,3 +46,40 @@ class Dataset(Protocol):
     def channel_mean(self) -> torch.Tensor:
         """Per-channel mean of the training images, shape [C] (used by the ``mean`` fill)."""
         ...
+
+
+class LazySplit(Sequence[Sample]):
+    """A split whose samples are made on access by ``load(i)``: ``len``, ``[i]`` (negative too),
+    slices and iteration, with out-of-range errors that name the split. ``memoise=True``
+    keeps every sample made (for generated data); ``False`` reads again each time (for large
+    datasets on disk)."""
+
+    def __init__(self, name: str, n: int, load: Callable[[int], Sample], memoise: bool = False) -> None:
+        self._name, self._n, self._load = name, n, load
+        self._cache: dict[int, Sample] | None = {} if memoise else None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Sample]: ...
+    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"split indices must be integers, not {type(i).__name__}")
+        j = int(i) + self._n if int(i) < 0 else int(i)
+        if not 0 <= j < self._n:
+            raise IndexError(f"{self._name} index {i} out of range (len {self._n})")
+        if self._cache is None:
+            return self._load(j)
+        sample = self._cache.get(j)
+        if sample is None:
+            sample = self._cache[j] = self._load(j)
+        return sample
+
+    def __iter__(self) -> Iterator[Sample]:
+        for j in range(self._n):
+            yield self[j]

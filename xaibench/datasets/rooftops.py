@@ -15,14 +15,14 @@ on the other constructor arguments. Tiles are generated lazily and memoised. Eve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Sequence, overload
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 from skimage.draw import polygon
 from skimage.filters import gaussian
 
-from xaibench.datasets.base import Sample
+from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError, did_you_mean
 
 SPLITS = ("train", "val", "test")
@@ -237,44 +237,6 @@ def render_tile(rng: np.random.Generator, size: int, n_buildings: int) -> Tile:
     return Tile(image=img, roof=roof, shadow=shadow, road=road & ~roof, sun=sun)
 
 
-class _Split(Sequence[Sample]):
-    """Lazily generated, memoised samples of one split."""
-
-    def __init__(self, owner: Rooftops, split: str, n: int) -> None:
-        self._owner = owner
-        self._split = split
-        self._split_index = SPLITS.index(split)
-        self._n = n
-        self._cache: dict[int, Sample] = {}
-
-    def __len__(self) -> int:
-        return self._n
-
-    @overload
-    def __getitem__(self, i: int) -> Sample: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Sample]: ...
-    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self._n))]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"split indices must be integers, not {type(i).__name__}")
-        i = int(i)
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(f"rooftops {self._split} index out of range (len {self._n})")
-        sample = self._cache.get(i)
-        if sample is None:
-            sample = self._owner._sample(self._split_index, i)
-            self._cache[i] = sample
-        return sample
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(self._n):
-            yield self[i]
-
-
 class Rooftops:
     """Synthetic aerial tiles with building roofs (mask 1 = roof)."""
 
@@ -301,7 +263,7 @@ class Rooftops:
             "val": _check_int("n_val", n_val, 0),
             "test": _check_int("n_test", n_test, 0),
         }
-        self._splits: dict[str, _Split] = {}
+        self._splits: dict[str, LazySplit] = {}
         self._mean: torch.Tensor | None = None
 
     def __repr__(self) -> str:
@@ -342,7 +304,8 @@ class Rooftops:
         """Samples of ``name`` ("train", "val" or "test"), generated on first access."""
         self._split_index(name)
         if name not in self._splits:
-            self._splits[name] = _Split(self, name, self._lengths[name])
+            index = SPLITS.index(name)
+            self._splits[name] = LazySplit(f"rooftops {name}", self._lengths[name], lambda i, index=index: self._sample(index, i), memoise=True)
         return self._splits[name]
 
     def channel_mean(self) -> torch.Tensor:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence, overload
+from typing import ClassVar, Sequence
 
 import numpy as np
 import tifffile
 import torch
 import torch.nn.functional as F
 
-from xaibench.datasets.base import Sample
+from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError, did_you_mean
 
 SPLITS = ("train", "val", "test")
@@ -60,38 +60,6 @@ def _read(path: Path, what: str) -> np.ndarray:
     except Exception as exc:  # tifffile raises assorted errors for corrupt files
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read WHU {what} {path}: {detail}") from exc
-
-
-class _Split(Sequence[Sample]):
-    """Samples of one split, read from disk on access."""
-
-    def __init__(self, owner: WHU, split: str, pairs: list[tuple[Path, Path]]) -> None:
-        self._owner = owner
-        self._split = split
-        self._pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    @overload
-    def __getitem__(self, i: int) -> Sample: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Sample]: ...
-    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"split indices must be integers, not {type(i).__name__}")
-        n = len(self._pairs)
-        j = int(i) + n if int(i) < 0 else int(i)
-        if not 0 <= j < n:
-            raise IndexError(f"whu {self._split} index {i} out of range (len {n})")
-        image_path, label_path = self._pairs[j]
-        return self._owner._load(image_path, label_path)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for j in range(len(self)):
-            yield self[j]
 
 
 class WHU:
@@ -137,7 +105,7 @@ class WHU:
                 f"[dataset] root = {os.fspath(root)!r} for dataset 'whu': {self.root} {what}"
                 f"{hint}; expected layout {LAYOUT}; {SOURCE}"
             )
-        self._splits: dict[str, _Split] = {}
+        self._splits: dict[str, LazySplit] = {}
         self._mean: torch.Tensor | None = None
 
     def __repr__(self) -> str:
@@ -148,7 +116,8 @@ class WHU:
         if name not in SPLITS:
             raise UserError(did_you_mean(str(name), SPLITS, "split") + " (dataset 'whu')")
         if name not in self._splits:
-            self._splits[name] = _Split(self, name, self._pairs(name))
+            pairs = self._pairs(name)
+            self._splits[name] = LazySplit(f"whu {name}", len(pairs), lambda i, pairs=pairs: self._load(*pairs[i]))
         return self._splits[name]
 
     def _pairs(self, name: str) -> list[tuple[Path, Path]]:
