@@ -7,7 +7,7 @@ forwards in chunks), then each metric scores its cells.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch

@@ -13,8 +13,8 @@ cache the driver filled) and processes the units it is given.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 

@@ -7,8 +7,8 @@ grid's perturbation axis says. Thresholds are text in results (``"0.1"``, ``"ots
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from xaibench.errors import UserError
 

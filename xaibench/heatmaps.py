@@ -9,8 +9,8 @@ like pytorch-grad-cam's: ReLU, per-image min-max, bilinear resize to the input, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,7 @@ Built-in explainers, metrics, datasets and models are registered through these s
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

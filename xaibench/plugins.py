@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from importlib import metadata
+from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import metadata
 from types import ModuleType
-from typing import Iterable
 
 import pluggy
 

@@ -9,12 +9,13 @@ atomic parts; cells already there are skipped (resume).
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
 import shutil
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -23,8 +24,8 @@ from xaibench import leaderboard, plots
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
-from xaibench.executors import Unit, run_local, run_ray
 from xaibench.errors import UserError
+from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
@@ -74,7 +75,7 @@ class Plan:
         self.dataset = instantiate(registry.get("datasets", config.dataset.name), config.dataset.params, f"{src}: [dataset]", config.seed)
         self.models: list[ModelPlan] = []
         used_explainers: set[str] = set()
-        for i, ref in enumerate(config.models):
+        for ref in config.models:
             where = f"{src}: [model]" if len(config.models) == 1 else f"{src}: [[models]] {ref.label!r}"
             plugin = instantiate(registry.get("models", ref.name), ref.params, where, config.seed)
             names = registry.expand("explainers", ref.explainers or config.grid.explainers)
@@ -159,6 +160,8 @@ def run_benchmark(
                     "use --fresh to start over or --out for a new directory"
                 )
             _check_params_unchanged(config, manifest)
+            # written before any row, so an interrupted run is still recognised on resume
+            store.write_json("manifest.json", _manifest(config, p, registry, dev, {}, counter, n, None))
             done = store.done()
             units = _units(p, samples, done, config.run.batch_size)
             if units:
@@ -174,25 +177,7 @@ def run_benchmark(
             atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel))
             timings["summary_s"] = time.perf_counter() - t1
             timings["total_s"] = time.perf_counter() - t0
-            store.write_json(
-                "manifest.json",
-                {
-                    "benchmark": config.name,
-                    "config": config.as_dict(),
-                    "config_hash": config.hash(),
-                    "identity": config.identity(),
-                    "source": config.source,
-                    "seed": config.seed,
-                    "device": str(dev),
-                    "versions": _versions(registry, p.used),
-                    "timings": timings,
-                    "passes": vars(counter),
-                    "cells": len(p.cells),
-                    "images": n,
-                    "rows": int(len(df)),
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                },
-            )
+            store.write_json("manifest.json", _manifest(config, p, registry, dev, timings, counter, n, len(df)))
     except UserError:
         if created and not store.has_results():
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -200,6 +185,25 @@ def run_benchmark(
     if show_progress:
         _print_top(summary)
     return df
+
+
+def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, counter: PassCounter, n: int, rows: int | None) -> dict:
+    return {
+        "benchmark": config.name,
+        "config": config.as_dict(),
+        "config_hash": config.hash(),
+        "identity": config.identity(),
+        "source": config.source,
+        "seed": config.seed,
+        "device": str(dev),
+        "versions": _versions(registry, p.used),
+        "timings": timings,
+        "passes": vars(counter),
+        "cells": len(p.cells),
+        "images": n,
+        "rows": rows,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if rows is not None else None,
+    }
 
 
 def _check_params_unchanged(config: Config, manifest: dict | None) -> None:

@@ -8,8 +8,8 @@ given mask. Classifiers: the class logit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -51,7 +51,7 @@ class Target:
     def __len__(self) -> int:
         return int(self.channel.shape[0])
 
-    def select(self, idx: torch.Tensor) -> "Target":
+    def select(self, idx: torch.Tensor) -> Target:
         idx = idx.to(self.channel.device)
         return Target(
             self.channel[idx],

@@ -46,7 +46,7 @@ def _ablation_by_full_forwards(model, images, layer_path, pred):
         region = torch.from_numpy(pred[i])
         store = {}
         with torch.no_grad():
-            h = layer.register_forward_hook(lambda m, a, o: store.setdefault("a", o))
+            h = layer.register_forward_hook(lambda m, a, o, store=store: store.setdefault("a", o))
             y = (model(x)[0, 0] * region).sum()
             h.remove()
             act = store["a"]

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from xaibench.capture import shared_pass
 from xaibench.datasets.rooftops import Rooftops
 from xaibench.errors import UserError
 from xaibench.models.smp_unet import SmpUnet, unet_tail
 from xaibench.models.training import LoadContext
-from xaibench.capture import shared_pass
 
 
 def _ctx(tmp_path, ds):

@@ -8,8 +8,9 @@ constructor has one, receives ``[benchmark] seed`` unless the config sets it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, Protocol, Sequence, overload, runtime_checkable
+from typing import ClassVar, Protocol, overload, runtime_checkable
 
 import numpy as np
 import torch

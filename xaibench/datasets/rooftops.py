@@ -14,8 +14,9 @@ on the other constructor arguments. Tiles are generated lazily and memoised. Eve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch

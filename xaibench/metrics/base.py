@@ -15,8 +15,9 @@ batched by the runner, and ``ctx.forward`` batches any other inputs a metric nee
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 

@@ -8,8 +8,9 @@ dataset, device and cache directory) returns a :class:`LoadedModel`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
