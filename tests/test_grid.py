@@ -1,0 +1,39 @@
+import pytest
+
+from xaibench.errors import UserError
+from xaibench.grid import Cell, expand, threshold_label
+from xaibench.metrics.faithfulness import Confidence, IoUDrop
+from xaibench.metrics.localization import AUROC, LocalizationIoU
+
+
+def test_cells_follow_what_each_metric_uses():
+    metrics = {"confidence": Confidence(), "iou_drop": IoUDrop(), "localization_iou": LocalizationIoU(), "auroc": AUROC()}
+    cells = expand("m", ["a", "b"], ["l1"], [0.1, "otsu"], ["background_only", "highlighted_only"], metrics)
+    by = {}
+    for c in cells:
+        by.setdefault(c.metric, []).append(c)
+    assert len(by["confidence"]) == 2 * 1 * 2 * 2
+    assert len(by["iou_drop"]) == 2 * 2 and {c.perturbation for c in by["iou_drop"]} == {"background_only"}
+    assert len(by["localization_iou"]) == 2 * 2 and {c.perturbation for c in by["localization_iou"]} == {""}
+    assert [(c.threshold, c.perturbation) for c in by["auroc"]] == [("", ""), ("", "")]
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def test_keys_are_stable_text():
+    c = Cell("m", "grad_cam", "decoder1", "0.1", "background_only", "confidence")
+    assert c.key == "m|grad_cam|decoder1|0.1|background_only|confidence"
+    assert threshold_label(0.30000000000000004) == "0.3" and threshold_label("otsu") == "otsu"
+
+
+def test_missing_axes_are_errors():
+    with pytest.raises(UserError, match="needs at least one perturbation"):
+        expand("m", ["a"], ["l"], [0.1], [], {"confidence": Confidence()}, "x.toml")
+    with pytest.raises(UserError, match="give thresholds or threshold_sweep"):
+        expand("m", ["a"], ["l"], [], ["background_only"], {"confidence": Confidence()}, "x.toml")
+
+    class Bad:
+        uses_threshold = False
+        perturbation = "cell"
+
+    with pytest.raises(UserError, match="uses no threshold"):
+        expand("m", ["a"], ["l"], [0.1], ["background_only"], {"bad": Bad()}, "x.toml")

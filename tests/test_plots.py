@@ -1,0 +1,18 @@
+import pandas as pd
+import torch
+from PIL import Image
+
+from xaibench.plots import gallery, threshold_curves
+
+
+def test_threshold_curves_and_gallery_are_pngs(tmp_path):
+    rows = []
+    for e in ("a", "b"):
+        for t in ("0.1", "0.2", "otsu"):
+            rows.append(dict(model="m", explainer=e, layer="l", threshold=t, perturbation="background_only", metric="confidence", mean=0.5, ci_low=0.4, ci_high=0.6, direction="lower"))
+    paths = threshold_curves(pd.DataFrame(rows), tmp_path)
+    assert [p.name for p in paths] == ["threshold_confidence.png"]
+    assert Image.open(paths[0]).size[0] > 200
+    g = gallery(torch.rand(2, 3, 16, 16), torch.zeros(2, 16, 16), {("a", "l"): torch.rand(2, 16, 16)}, tmp_path / "g.png")
+    w, h = Image.open(g).size
+    assert w > h > 50
