@@ -70,3 +70,8 @@ def test_run_then_leaderboard_regenerates_it(tiny_config, tmp_path, capsys):
     assert "confidence" in text and "[95% CI]" in text
     tables = lambda md: [l for l in md.splitlines() if l.startswith("|")]  # noqa: E731
     assert tables(text) == tables((out / "leaderboard.md").read_text())
+    # the plots travel with the leaderboard file, linked relatively, so both can be committed
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert pngs and sorted(p.name for p in (tmp_path / "board").glob("*.png")) == pngs
+    for name in pngs:
+        assert f"](board/{name})" in text

@@ -95,6 +95,24 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _copy_plots(run_dir: Path, output: Path) -> list[str]:
+    """Copy the run's plots next to ``output`` (into ``<output stem>/``) so the leaderboard file
+    and its images can be committed together; returns their links relative to ``output``."""
+    import shutil
+
+    pngs = sorted((run_dir / "plots").glob("*.png"))
+    if not pngs:
+        return []
+    dest = output.resolve().parent / output.stem
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.png"):
+        if old.name not in {p.name for p in pngs}:
+            old.unlink()
+    for png in pngs:
+        shutil.copyfile(png, dest / png.name)
+    return [f"{output.stem}/{png.name}" for png in pngs]
+
+
 def _cmd_leaderboard(args) -> int:
     import pandas as pd
 
@@ -113,12 +131,7 @@ def _cmd_leaderboard(args) -> int:
     df = pd.concat(frames, ignore_index=True)
     summary = summarize(df, seed)
     title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
-    plots = []
-    if len(args.run_dirs) == 1 and args.output is not None:
-        import os
-
-        for png in sorted((args.run_dirs[0] / "plots").glob("*.png")):
-            plots.append(os.path.relpath(png, args.output.resolve().parent))
+    plots = _copy_plots(args.run_dirs[0], args.output) if len(args.run_dirs) == 1 and args.output is not None else []
     text = leaderboard.render(df, summary, title, seed, plots)
     if args.output:
         atomic_write_text(args.output, text)

@@ -99,3 +99,28 @@ def test_deletion_and_insertion_follow_the_map(gt):
 
     assert curve(L.DeletionAUC, good) < curve(L.DeletionAUC, bad)
     assert curve(L.InsertionAUC, good) > curve(L.InsertionAUC, bad)
+
+
+def test_hausdorff_on_a_batch_with_an_image_where_map_and_truth_are_both_empty(gt):
+    # torchmetrics raises on an image with both sets empty; such an image must give NaN, not abort the batch
+    truth = torch.cat([gt, torch.zeros_like(gt)])
+    heat = torch.cat([gt.float(), torch.zeros(1, 8, 8)])
+    d = L.Hausdorff().compute(_ctx(heat, truth))
+    assert d[0] == 0 and math.isnan(d[1])
+
+
+@pytest.mark.parametrize("cls", [L.LocalizationIoU, L.LocalizationPrecision, L.LocalizationF1, L.MAE, L.Hausdorff])
+def test_images_with_object_leaves_images_without_the_object_out(cls, gt):
+    truth = torch.cat([gt, torch.zeros_like(gt)])
+    heat = torch.cat([gt.float(), torch.rand(1, 8, 8)])  # second image: no object, the map highlights something
+    everywhere = cls().compute(_ctx(heat, truth))
+    positives = cls(images="with_object").compute(_ctx(heat, truth))
+    assert positives[0] == everywhere[0]
+    assert math.isnan(positives[1])
+    if cls is not L.Hausdorff:
+        assert not math.isnan(everywhere[1])  # defined on the negative image unless restricted
+
+
+def test_images_rejects_an_unknown_value():
+    with pytest.raises(ValueError, match="with_object"):
+        L.LocalizationIoU(images="positive")

@@ -15,14 +15,19 @@ class ScoreCAM:
     the scores, as pytorch-grad-cam does; ``baseline=True`` uses the paper's increase of
     confidence, score(X * H_k) - score(zero image), without softmax (a softmax is invariant to
     subtracting the baseline, so the two options differ only in the weighting).
+    ``fill`` is the value masked pixels move towards, ``X * H_k + fill * (1 - H_k)``
+    (default 0: the paper's ``X * H_k``); set it to the input's "no information" value where
+    zero is a strong signal (e.g. 0.5 for interferograms encoded as (1 + cos) / 2). The
+    baseline image is then the constant ``fill``.
     The K masked forwards of each image go through the engine in chunks.
     """
 
     name = "score_cam"
     needs = Pass.ACTIVATIONS | Pass.MASKED_FORWARDS
 
-    def __init__(self, baseline: bool = False):
+    def __init__(self, baseline: bool = False, fill: float = 0.0):
         self.baseline = baseline
+        self.fill = float(fill)
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor:
         a = ctx.activations
@@ -34,12 +39,12 @@ class ScoreCAM:
         up = (up - lo) / (hi - lo + 1e-8)
         scores = torch.empty(b, k, device=a.device, dtype=a.dtype)
         for i in range(b):  # one image at a time keeps memory at K inputs, chunks batch the forwards
-            masked = ctx.images[i, None] * up[i, :, None]  # [K, C, H, W]
+            masked = self.fill + (ctx.images[i, None] - self.fill) * up[i, :, None]  # [K, C, H, W]
             idx = torch.full((k,), i, dtype=torch.long, device=a.device)
             scores[i] = ctx.masked_scores(masked, idx)
         if self.baseline:
-            zero = torch.zeros_like(ctx.images)
-            base = ctx.masked_scores(zero, torch.arange(b, device=a.device))
+            blank = torch.full_like(ctx.images, self.fill)
+            base = ctx.masked_scores(blank, torch.arange(b, device=a.device))
             weights = scores - base[:, None]
         else:
             weights = torch.softmax(scores, dim=-1)

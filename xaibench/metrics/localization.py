@@ -43,10 +43,40 @@ def _stats(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return tp, (pred & ~truth).sum(1), (~pred & truth).sum(1)
 
 
-class _Binarised:
+IMAGES = ("all", "with_object")
+
+
+class _Localization:
+    """Base of the metrics that compare a map with the ground truth.
+
+    ``images = "with_object"`` scores only images whose ground truth holds the target class
+    (NaN elsewhere), as detection + localisation studies do (ECSPLAIN averages Dice over the
+    tiles with a moving area); the default ``"all"`` scores every image where the value is
+    defined. Subclasses implement ``_compute``.
+    """
+
     direction = "higher"
-    uses_threshold = True
+    uses_threshold = False
     perturbation = None
+
+    def __init__(self, images: str = "all"):
+        if images not in IMAGES:
+            raise ValueError(f"images must be one of {', '.join(IMAGES)}, got {images!r}")
+        self.images = images
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        values = self._compute(ctx).float()
+        if self.images == "with_object":
+            has = truth_region(ctx).flatten(1).any(1).to(values.device)
+            values = torch.where(has, values, torch.full_like(values, NAN))
+        return values
+
+    def _compute(self, ctx: MetricContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Binarised(_Localization):
+    uses_threshold = True
 
 
 class LocalizationIoU(_Binarised):
@@ -54,7 +84,7 @@ class LocalizationIoU(_Binarised):
 
     name = "localization_iou"
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         tp, fp, fn = _stats(ctx)
         return _ratio(tp, tp + fp + fn)
 
@@ -64,7 +94,7 @@ class LocalizationPrecision(_Binarised):
 
     name = "localization_precision"
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         tp, fp, _ = _stats(ctx)
         return _ratio(tp, tp + fp)
 
@@ -74,7 +104,7 @@ class LocalizationRecall(_Binarised):
 
     name = "localization_recall"
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         tp, _, fn = _stats(ctx)
         return _ratio(tp, tp + fn)
 
@@ -84,7 +114,7 @@ class LocalizationF1(_Binarised):
 
     name = "localization_f1"
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         tp, fp, fn = _stats(ctx)
         return _ratio(2 * tp, 2 * tp + fp + fn)
 
@@ -95,14 +125,20 @@ class Hausdorff(_Binarised):
     name = "hausdorff"
     direction = "lower"
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         truth = truth_region(ctx)
-        d = hausdorff_distance(ctx.binary.long(), truth.long(), num_classes=2, include_background=False, input_format="index")[:, 0]
-        empty = (ctx.binary.flatten(1).sum(1) == 0) | (truth.flatten(1).sum(1) == 0)
-        return torch.where(empty | ~torch.isfinite(d), torch.full_like(d, NAN), d).float()
+        binary = ctx.binary.bool()
+        # Only images where both sets are non-empty: torchmetrics raises when both are empty.
+        ok = binary.flatten(1).any(1) & truth.flatten(1).any(1)
+        out = torch.full((binary.shape[0],), NAN, device=binary.device)
+        if ok.any():
+            d = hausdorff_distance(binary[ok].long(), truth[ok].long(), num_classes=2, include_background=False, input_format="index")[:, 0]
+            d = d.float().to(out.device)
+            out[ok] = torch.where(torch.isfinite(d), d, torch.full_like(d, NAN))
+        return out
 
 
-class AUROC:
+class AUROC(_Localization):
     """Area under the ROC curve of the map's values as a pixel classifier of the ground truth."""
 
     name = "auroc"
@@ -110,7 +146,7 @@ class AUROC:
     uses_threshold = False
     perturbation = None
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         truth = truth_region(ctx)
         out = []
         for m, t in zip(ctx.heatmap, truth):
@@ -121,7 +157,7 @@ class AUROC:
         return torch.tensor(out)
 
 
-class MAE:
+class MAE(_Localization):
     """Mean absolute error between the map and the binary ground truth."""
 
     name = "mae"
@@ -129,11 +165,11 @@ class MAE:
     uses_threshold = False
     perturbation = None
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         return (ctx.heatmap - truth_region(ctx).float()).abs().flatten(1).mean(1)
 
 
-class PointingGame:
+class PointingGame(_Localization):
     """1 if the map's maximum falls inside the ground-truth region (within ``tolerance``
     pixels), else 0; NaN for images without the object (Zhang et al. 2018)."""
 
@@ -142,10 +178,11 @@ class PointingGame:
     uses_threshold = False
     perturbation = None
 
-    def __init__(self, tolerance: int = 0):
+    def __init__(self, tolerance: int = 0, images: str = "all"):
+        super().__init__(images)
         self.tolerance = tolerance
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         truth = truth_region(ctx).float()
         if self.tolerance:
             k = 2 * self.tolerance + 1
@@ -157,7 +194,7 @@ class PointingGame:
         return torch.where(has, hit, torch.full_like(hit, NAN))
 
 
-class EnergyPointingGame:
+class EnergyPointingGame(_Localization):
     """Share of the map's energy inside the ground-truth region, sum(map * gt) / sum(map)
     (Score-CAM paper); NaN for images without the object or with an all-zero map."""
 
@@ -166,7 +203,7 @@ class EnergyPointingGame:
     uses_threshold = False
     perturbation = None
 
-    def compute(self, ctx):
+    def _compute(self, ctx):
         truth = truth_region(ctx).float()
         inside = (ctx.heatmap * truth).flatten(1).sum(1)
         total = ctx.heatmap.flatten(1).sum(1)

@@ -89,8 +89,13 @@ def train_or_load(
     device: torch.device,
     title: str,
     show_progress: bool = True,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
 ) -> nn.Module:
-    """Load ``cache_path`` if present, else train ``module`` with ``train_step`` and save it there."""
+    """Load ``cache_path`` if present, else train ``module`` with ``train_step`` and save it there.
+
+    ``optimizer(params, lr=lr)`` builds the optimiser (default ``torch.optim.Adam``); pass e.g.
+    ``functools.partial(torch.optim.Adam, betas=(0.5, 0.999))`` for other settings.
+    """
     if cache_path.is_file():
         try:
             module.load_state_dict(torch.load(cache_path, map_location="cpu", weights_only=True))
@@ -102,7 +107,7 @@ def train_or_load(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     module.to(device).train()
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    opt = (optimizer or torch.optim.Adam)(module.parameters(), lr=lr)
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"training {title}", total=epochs)
         for epoch in range(epochs):

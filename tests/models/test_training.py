@@ -1,0 +1,45 @@
+"""train_or_load: trains once, caches, and builds the optimiser the plugin asks for."""
+
+import functools
+
+import torch
+from torch import nn
+
+from xaibench.models.training import train_or_load
+
+
+def _step(module, items, opt):
+    x = torch.stack(items)
+    loss = (module(x) - 1).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return {"loss": float(loss)}
+
+
+def test_optimizer_factory_is_used_and_the_result_is_cached(tmp_path):
+    built = []
+
+    def factory(params, lr):
+        opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+        built.append(opt)
+        return opt
+
+    samples = [torch.randn(3) for _ in range(8)]
+    path = tmp_path / "m.pt"
+    kw = dict(epochs=2, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
+    trained = train_or_load(nn.Linear(3, 1), path, _step, samples, optimizer=factory, **kw)
+    assert len(built) == 1 and built[0].param_groups[0]["betas"] == (0.5, 0.999)
+    assert path.is_file()
+    again = train_or_load(nn.Linear(3, 1), path, _step, samples, optimizer=factory, **kw)
+    assert len(built) == 1  # loaded from the cache, not trained again
+    assert torch.equal(again.weight, trained.weight)
+
+
+def test_an_optimizer_partial_is_accepted(tmp_path):
+    samples = [torch.randn(3) for _ in range(4)]
+    m = nn.Linear(3, 1)
+    before = m.weight.detach().clone()
+    kw = dict(epochs=1, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
+    train_or_load(m, tmp_path / "m.pt", _step, samples, optimizer=functools.partial(torch.optim.SGD, momentum=0.0), **kw)
+    assert not torch.equal(m.weight, before)
