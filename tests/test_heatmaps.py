@@ -154,3 +154,29 @@ def test_segx_cache_key_follows_its_base_parameters(tiny_unet, tiny_images, tmp_
     b = HeatmapEngine(_loaded(tiny_unet), {"random": reg["random"](seed=5), "segx": X.SegX(base="random", mask="target")}, cache=cache)
     b.run(tiny_images, ["decoder.blocks.1"], pairs=[("segx", "decoder.blocks.1")])
     assert ("segx", "decoder.blocks.1") in b.computed  # another base, so not a cache hit
+
+
+def test_a_fused_layer_is_the_mean_of_its_parts_from_the_same_pass(tiny_unet, tiny_images):
+    counter = PassCounter()
+    fused = "mean(decoder1, decoder.blocks.1)"
+    engine = _engine(tiny_unet, ["grad_cam", "layer_cam"], counter=counter)
+    path = engine.model.resolve_layer(fused)
+    assert path == f"mean({LAYERS[0]},{LAYERS[1]})"
+    assert engine.model.layer_name(path) == "mean(decoder1,decoder2)"
+    out = engine.run(tiny_images, [], pairs=[("grad_cam", path), ("layer_cam", path), ("grad_cam", LAYERS[0])])
+    assert (counter.forwards, counter.backwards) == (1, 1)  # parts and plain layers share one pass
+    single = _engine(tiny_unet, ["grad_cam"]).run(tiny_images, LAYERS).maps
+    expected = (single[("grad_cam", LAYERS[0])] + single[("grad_cam", LAYERS[1])]) / 2
+    assert torch.allclose(out.maps[("grad_cam", path)], expected, atol=1e-6)
+    assert set(out.maps) == {("grad_cam", path), ("layer_cam", path), ("grad_cam", LAYERS[0])}
+
+
+@pytest.mark.parametrize("bad", ["mean()", "mean(decoder1,)", "mean(decoder1, mean(decoder2))", "mean(decoder1, nowhere)"])
+def test_a_bad_fused_layer_is_a_user_error(tiny_unet, bad):
+    with pytest.raises(UserError):
+        _loaded(tiny_unet).resolve_layer(bad)
+
+
+def test_the_api_takes_fused_layers(tiny_unet, tiny_images):
+    out = xaibench.explain(tiny_unet, tiny_images, "grad_cam", ["mean(decoder.blocks.2,decoder.blocks.1)"])
+    assert out[("grad_cam", "mean(decoder.blocks.2,decoder.blocks.1)")].shape == (3, 32, 32)

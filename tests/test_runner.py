@@ -230,3 +230,14 @@ def test_sanity_check_adds_rank_correlations_and_a_leaderboard_section(first_run
     ok = rows["value"].dropna()
     assert len(ok) > 0 and ok.between(-1, 1).all()  # NaN where a randomised map is constant
     assert "## Sanity check: model randomisation" in (out / "leaderboard.md").read_text()
+
+
+def test_a_fused_layer_is_a_layer_of_the_grid(first_run, tmp_path):
+    cfg, _, df, _ = first_run
+    fused = tmp_path / "fused.toml"
+    fused.write_text(cfg.read_text().replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder1", "mean(decoder1, decoder2)"]'))
+    got = xaibench.run(fused, tmp_path / "out", show_progress=False)
+    assert set(got.layer) == {"decoder1", "mean(decoder1, decoder2)"}
+    plain = ["explainer", "threshold", "perturbation", "metric", "image_id"]
+    same = df[df.layer == "decoder1"].set_index(plain)["value"].sort_index()
+    assert same.equals(got[got.layer == "decoder1"].set_index(plain)["value"].sort_index())

@@ -20,7 +20,7 @@ from xaibench.cache import HeatmapCache, heatmap_key, image_key
 from xaibench.capture import PassCounter, forward_replacing, shared_pass
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext, params_key
-from xaibench.models.base import LoadedModel
+from xaibench.models.base import LoadedModel, fused_parts
 from xaibench.passes import Pass
 from xaibench.targets import Target, TargetSpec, resolve
 
@@ -80,11 +80,19 @@ class HeatmapEngine:
 
     # -- planning -------------------------------------------------------------------------
     def _closure(self, pairs: Sequence[Pair]) -> list[Pair]:
-        """``pairs`` plus the base pairs composites need, bases first."""
+        """``pairs`` plus the pairs they are made from (composites' bases, fused layers' parts),
+        those first."""
         out: list[Pair] = []
 
         def add(pair: Pair, stack: tuple[str, ...] = ()) -> None:
             name, layer = pair
+            parts = fused_parts(layer)
+            if parts is not None:  # the mean of this explainer's maps at each part
+                for part in parts:
+                    add((name, part), stack)
+                if pair not in out:
+                    out.append(pair)
+                return
             if name in stack:
                 raise UserError(f"explainer {name!r} composes itself: {' -> '.join(stack + (name,))}")
             if name not in self.explainers:
@@ -158,12 +166,14 @@ class HeatmapEngine:
             else:
                 missing.append(pair)
 
+        fused = {pair: fused_parts(pair[1]) for pair in missing}
+        single = [pair for pair in missing if fused[pair] is None]
         needs = Pass.NONE
-        for name, _ in missing:
+        for name, _ in single:
             needs |= self.explainers[name].needs
         uses_layer = Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.TAIL_FORWARDS
-        hooked = list(dict.fromkeys(l for n, l in missing if self.explainers[n].needs & uses_layer))
-        tails = {l: self.model.tail(l) for n, l in missing if self.explainers[n].needs & Pass.TAIL_FORWARDS}
+        hooked = list(dict.fromkeys(l for n, l in single if self.explainers[n].needs & uses_layer))
+        tails = {l: self.model.tail(l) for n, l in single if self.explainers[n].needs & Pass.TAIL_FORWARDS}
         extra = list(dict.fromkeys(p for t in tails.values() if t is not None for p in t.extra))
 
         resolved: dict[str, Target] = {}
@@ -187,6 +197,10 @@ class HeatmapEngine:
 
         for pair in missing:
             name, layer = pair
+            if fused[pair] is not None:  # parts come first in the plan
+                maps[pair] = torch.stack([maps[(name, part)] for part in fused[pair]]).mean(dim=0)
+                self._store(pair, keys, target_key, maps[pair])
+                continue
             explainer = self.explainers[name]
             tail = tails.get(layer)
 
@@ -222,10 +236,13 @@ class HeatmapEngine:
                 maps[pair] = normalize(raw, size)
             else:  # already a probability-like map in [0, 1]: only resized
                 maps[pair] = _resize(raw.float().clamp(0, 1), size)
-            self.computed.append(pair)
-            for k, m in zip(keys, maps[pair]):
-                self.cache.put(self._key(pair, k, target_key), m)
+            self._store(pair, keys, target_key, maps[pair])
         return BatchMaps({p: maps[p] for p in wanted}, captured.logits, tgt)
+
+    def _store(self, pair: Pair, keys: list[str], target_key: str, maps: torch.Tensor) -> None:
+        self.computed.append(pair)
+        for k, m in zip(keys, maps):
+            self.cache.put(self._key(pair, k, target_key), m)
 
 
 def _first(out):

@@ -67,8 +67,14 @@ class LoadedModel:
         """Module path of ``layer``: an alias, a module path, or a module of this model.
 
         ``"output"`` names the model's output (the root module, path ``""``), for explainers
-        such as ``model_output`` that read no inner layer.
+        such as ``model_output`` that read no inner layer. ``"mean(a, b, ...)"`` is a fused
+        layer: the mean of the normalised maps at layers a, b, ... (each resolved the same way;
+        the mean is not re-scaled, as ECSPLAIN averages its per-layer CAMs),
+        returned as ``"mean(path_a,path_b,...)"``.
         """
+        parts = fused_parts(layer) if isinstance(layer, str) else None
+        if parts is not None:
+            return "mean(" + ",".join(self.resolve_layer(p) for p in parts) + ")"
         if layer == "output":
             return ""
         if isinstance(layer, nn.Module):
@@ -85,10 +91,30 @@ class LoadedModel:
 
     def layer_name(self, path: str) -> str:
         """The alias of ``path`` if it has one, else the path itself (used in results)."""
+        parts = fused_parts(path)
+        if parts is not None:
+            return "mean(" + ",".join(self.layer_name(p) for p in parts) + ")"
         for alias, p in self.layers.items():
             if p == path:
                 return alias
         return path or "output"
+
+
+def fused_parts(layer: str) -> list[str] | None:
+    """The layers of a fused layer ``"mean(a, b, ...)"``, or None for a plain layer.
+
+    ECSPLAIN's CAM, for one, is the mean over several layers of per-layer maps; a fused layer
+    gives it from the same shared pass as the per-layer maps.
+    """
+    text = layer.strip()
+    if not (text.startswith("mean(") and text.endswith(")")):
+        return None
+    parts = [p.strip() for p in text[len("mean(") : -1].split(",")]
+    if not parts or any(not p for p in parts):
+        raise UserError(f"fused layer {layer!r}: expected mean(LAYER, LAYER, ...) with no empty names")
+    if any(fused_parts(p) is not None for p in parts):
+        raise UserError(f"fused layer {layer!r}: fused layers do not nest")
+    return parts
 
 
 def infer_task(logits: torch.Tensor) -> Task:
