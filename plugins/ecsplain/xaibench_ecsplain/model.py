@@ -1,0 +1,342 @@
+"""Model plugin ``ecsplain``: a timm ResNet classifier whose CAM is trained to be the segmentation.
+
+The network is a timm ResNet (``resnet18`` or ``resnet50``, no pretrained weights) with one
+logit (moving area or not). As in the authors' code it has no normalisation layers by default
+(``batch_norm = false``) and takes the dataset's channels as input. It is trained with
+
+    loss = wClass * BCE(logit, label) + wSegm * segLoss(CAM, mask)
+
+where the CAM (:func:`xaibench_ecsplain.cams.multilayer_cam`) is computed differentiably in
+every training step on the feature maps of ``cam_layers`` and averaged, and ``segLoss`` is
+``BCE`` or ``MSE`` against the binary mask. Optimiser: Adam with betas (0.5, 0.999) as the
+authors use. The weights are cached under ``$XAIBENCH_CACHE/models/`` keyed by a hash of the
+parameters and the dataset, so the model trains once.
+
+Layer aliases (module paths of the timm ResNet inside the wrapper, ``net.``):
+
+======  =====================  ==============================================================
+alias   module                 authors' node (torchvision) it corresponds to
+======  =====================  ==============================================================
+c1      net.maxpool            ``maxpool``
+conv2   net.layer2.0.act1      ``layer2.0.conv1`` -- in the authors' network (no norm layer)
+                               the in-place ReLU that follows rewrites that tensor, so the map
+                               their CAMs read is this ReLU's output
+conv3   net.layer3.0.act1      ``layer3.0.conv1`` (same remark)
+conv4   net.layer4.0.act1      ``layer4.0.conv1`` (same remark)
+conv5   net.layer4.1.act2      ``layer4.1.conv2`` -- rewritten in place by the residual sum and
+                               the ReLU, i.e. the output of block ``layer4.1``
+layer1  net.layer1 ... layer4 = net.layer4: the stage outputs
+cam     cam                    the fused ECSPLAIN CAM (read it with the ``ecsplain_cam`` explainer)
+======  =====================  ==============================================================
+
+The ReLUs of this network are not in place, so every hooked map is exactly the tensor the next
+layer reads. ``cam_layers`` defaults to the authors' five maps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xaibench.datasets.base import Sample
+from xaibench.errors import UserError
+from xaibench.models.base import LoadedModel
+from xaibench.models.training import LoadContext, config_hash, load_checkpoint, train_or_load
+from xaibench_ecsplain.cams import CAM_TYPES, multilayer_cam
+from xaibench_ecsplain.dataset import augment as augment_batch
+
+MODEL_TYPES = ("resnet18", "resnet50")
+SEG_LOSSES = ("BCE", "MSE")
+AUTHORS_LAYERS = ["c1", "conv2", "conv3", "conv4", "conv5"]
+
+ALIASES = {
+    "c1": "net.maxpool",
+    "conv2": "net.layer2.0.act1",
+    "conv3": "net.layer3.0.act1",
+    "conv4": "net.layer4.0.act1",
+    "conv5": "net.layer4.1.act2",
+    "layer1": "net.layer1",
+    "layer2": "net.layer2",
+    "layer3": "net.layer3",
+    "layer4": "net.layer4",
+    "cam": "cam",
+}
+
+#: Adam betas of the authors' training scripts
+BETAS = (0.5, 0.999)
+
+
+class _ReLU(nn.ReLU):
+    """A ReLU that is never in place (timm asks for ``inplace=True``)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__(inplace=False)
+
+
+class CenteredConv2d(nn.Conv2d):
+    """The stem convolution, applied to ``2 x - 1``: the datasets' channels in [0, 1] become
+    the authors' [gamma cos(phi), gamma sin(phi)] in [-1, 1] (0 = no information). Without
+    normalisation layers the network does not learn from off-centre inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(2 * x - 1)
+
+
+def build_resnet(model_type: str, in_chans: int, width: int = 64, batch_norm: bool = False) -> nn.Module:
+    """A timm ResNet with one logit, no pretrained weights, channels (w, 2w, 4w, 8w), whose
+    stem reads inputs in [0, 1] as 2 x - 1 (:class:`CenteredConv2d`)."""
+    import timm
+
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"model_type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+    if width < 1:
+        raise UserError(f"width must be >= 1, got {width}")
+    net = timm.create_model(
+        model_type,
+        pretrained=False,
+        num_classes=1,
+        in_chans=in_chans,
+        channels=(width, 2 * width, 4 * width, 8 * width),
+        stem_width=width,
+        norm_layer=nn.BatchNorm2d if batch_norm else nn.Identity,
+        act_layer=_ReLU,
+    )
+    old = net.conv1
+    stem = CenteredConv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+    stem.load_state_dict(old.state_dict())
+    net.conv1 = stem
+    return net
+
+
+class EcsplainNet(nn.Module):
+    """The classifier (``net``) plus ``cam``, a tap module where the fused CAM is written.
+
+    ``forward`` returns the logits [B, 1]. When a forward hook is registered on ``cam`` (the
+    core hooks it when an explainer reads layer ``cam``), the forward first computes the
+    ECSPLAIN CAM of the batch with the trained cam type and layers (every channel for
+    Score-CAM) and passes it through ``cam``, so the hook receives it as the layer's output
+    [B, 1, H, W]. Without a hook on ``cam`` the forward is the plain classifier.
+    """
+
+    def __init__(self, net: nn.Module, cam_type: str, cam_paths: list[str], chunk_size: int = 64):
+        super().__init__()
+        self.net = net
+        self.cam = nn.Identity()
+        self.cam_type = cam_type
+        self.cam_paths = list(cam_paths)
+        self.chunk_size = chunk_size
+
+    def fused_cam(self, x: torch.Tensor) -> torch.Tensor:
+        """The ECSPLAIN CAM [B, 1, H, W] in [0, 1] of ``x`` (inference: detached, all channels)."""
+        cam, _ = multilayer_cam(self.net, x, self.cam_paths, self.cam_type, chunk_size=self.chunk_size)
+        return cam
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cam._forward_hooks:
+            cam = self.fused_cam(x)
+            logits = self.net(x)  # last, so hooks on inner layers record the clean forward
+            self.cam(cam)
+            return logits
+        return self.net(x)
+
+
+def _batch(items: list[Sample], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = torch.stack([s.image for s in items]).to(device)
+    mask = (torch.stack([s.mask for s in items]) > 0).float().to(device)
+    labels = torch.tensor(
+        [float(s.label) if s.label is not None else float(bool((s.mask > 0).any())) for s in items],
+        device=device,
+    )
+    return x, mask, labels
+
+
+def segmentation_loss(cam: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """``BCE`` or ``MSE`` between a CAM [B, H, W] in [0, 1] and a binary mask [B, H, W]."""
+    if kind == "BCE":
+        return F.binary_cross_entropy(cam.clamp(1e-6, 1 - 1e-6), mask)
+    return F.mse_loss(cam, mask)
+
+
+class EcsplainStep:
+    """One ECSPLAIN optimisation step (a ``train_or_load`` train_step)."""
+
+    def __init__(self, cam_type: str, cam_paths: list[str], wClass: float, wSegm: float, segLoss: str, fraction: float, augment: bool = False):
+        self.augment = augment
+        self.cam_type = cam_type
+        self.cam_paths = cam_paths
+        self.wClass = wClass
+        self.wSegm = wSegm
+        self.segLoss = segLoss
+        self.fraction = fraction
+
+    def __call__(self, module: EcsplainNet, items: list[Sample], opt: torch.optim.Optimizer) -> dict[str, float]:
+        for group in opt.param_groups:  # train_or_load makes a default Adam; use the authors' betas
+            group["betas"] = BETAS
+        device = next(module.parameters()).device
+        x, mask, labels = _batch(items, device)
+        if self.augment:
+            x, mask = augment_batch(x, mask)
+        if self.wSegm:
+            cam, logits = multilayer_cam(module.net, x, self.cam_paths, self.cam_type, create_graph=True, fraction=self.fraction)
+            seg = segmentation_loss(cam[:, 0], mask, self.segLoss)
+        else:  # a plain classifier: the CAM is not part of the loss
+            logits, seg = module.net(x), None
+        cls = F.binary_cross_entropy_with_logits(logits[:, 0], labels)
+        loss = self.wClass * cls + (self.wSegm * seg if seg is not None else 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out = {"loss": float(loss.detach()), "cls": float(cls.detach())}
+        if seg is not None:
+            out["seg"] = float(seg.detach())
+        return out
+
+
+def dataset_channels(dataset) -> int:
+    """Channels of the dataset's images (of its first train, test or val sample)."""
+    for name in ("train", "test", "val"):
+        try:
+            split = dataset.split(name)
+        except UserError:  # e.g. a folder dataset without that split
+            continue
+        if len(split):
+            return int(split[0].image.shape[0])
+    raise UserError("the dataset has no images; cannot tell the number of input channels")
+
+
+class Ecsplain:
+    """ECSPLAIN classifier (timm ResNet, one logit) trained with a CAM segmentation constraint."""
+
+    name = "ecsplain"
+
+    def __init__(
+        self,
+        cam_type: str = "grad_cam",
+        model_type: str = "resnet18",
+        wSegm: float = 1.0,
+        wClass: float = 1.0,
+        nb_epochs: int = 10,
+        lr: float = 1e-3,
+        batch_size: int = 8,
+        checkpoint: str = "",
+        segLoss: str = "BCE",
+        seed: int = 0,
+        width: int = 64,
+        batch_norm: bool = False,
+        cam_layers: list[str] = AUTHORS_LAYERS,  # noqa: B006 (a config default, never mutated)
+        score_cam_fraction: float = 0.25,
+        augment: bool = True,
+    ):
+        """
+        cam_type: grad_cam, layer_cam, score_cam or norm_cam (the CAM constrained in training
+            and written to layer ``cam``).
+        model_type: resnet18 or resnet50 (timm, no pretrained weights).
+        wSegm, wClass: weights of the segmentation (CAM) and classification losses.
+        nb_epochs, lr, batch_size, seed: training (Adam, betas 0.5/0.999).
+        checkpoint: weights to load instead of training (a state dict of the timm ResNet or of
+            this plugin's wrapper).
+        segLoss: BCE or MSE between the CAM and the mask.
+        width: channels of the first stage (64 = the standard ResNet; 16 trains fast on CPU).
+        batch_norm: BatchNorm layers (the authors' networks have none).
+        cam_layers: layer aliases (or ``net.`` module paths) whose CAMs are averaged.
+        score_cam_fraction: share of each layer's channels Score-CAM uses in a training step.
+        augment: random 90-degree rotations, flips and global phase offsets of the training tiles
+            (:func:`xaibench_ecsplain.dataset.augment`; the authors use the phase offsets).
+        """
+        if cam_type not in CAM_TYPES:
+            raise UserError(f"cam_type {cam_type!r} is not allowed; allowed: {', '.join(CAM_TYPES)}")
+        if model_type not in MODEL_TYPES:
+            raise UserError(f"model_type {model_type!r} is not allowed; allowed: {', '.join(MODEL_TYPES)}")
+        if segLoss not in SEG_LOSSES:
+            raise UserError(f"segLoss {segLoss!r} is not allowed; allowed: {', '.join(SEG_LOSSES)}")
+        if nb_epochs < 1 or batch_size < 1 or lr <= 0:
+            raise UserError("nb_epochs and batch_size must be >= 1 and lr > 0")
+        if wSegm < 0 or wClass < 0 or not math.isfinite(wSegm + wClass):
+            raise UserError("wSegm and wClass must be finite and >= 0")
+        if not 0 < score_cam_fraction <= 1:
+            raise UserError(f"score_cam_fraction must be in (0, 1], got {score_cam_fraction}")
+        if width < 1:
+            raise UserError(f"width must be >= 1, got {width}")
+        if not cam_layers or "cam" in cam_layers:
+            raise UserError("cam_layers must name at least one feature map of the ResNet (not 'cam')")
+        self.cam_type = cam_type
+        self.model_type = model_type
+        self.wSegm = float(wSegm)
+        self.wClass = float(wClass)
+        self.nb_epochs = nb_epochs
+        self.lr = float(lr)
+        self.batch_size = batch_size
+        self.checkpoint = checkpoint
+        self.segLoss = segLoss
+        self.seed = seed
+        self.width = width
+        self.batch_norm = batch_norm
+        self.cam_layers = list(cam_layers)
+        self.score_cam_fraction = float(score_cam_fraction)
+        self.augment = augment
+        #: seconds the last load() spent training (0 when the weights came from the cache)
+        self.train_seconds = 0.0
+
+    def cam_paths(self) -> list[str]:
+        """Module paths (inside ``net``) of ``cam_layers``."""
+        out = []
+        for layer in self.cam_layers:
+            path = ALIASES.get(layer, layer)
+            if path == "cam":
+                raise UserError("cam_layers cannot contain 'cam'")
+            out.append(path[len("net.") :] if path.startswith("net.") else path)
+        return out
+
+    def build(self, in_chans: int) -> EcsplainNet:
+        torch.manual_seed(self.seed)
+        net = build_resnet(self.model_type, in_chans, self.width, self.batch_norm)
+        paths = self.cam_paths()
+        modules = dict(net.named_modules())
+        for layer, path in zip(self.cam_layers, paths):
+            if path not in modules:
+                raise UserError(
+                    f"cam_layers: {layer!r} is not a layer of {self.model_type}; use one of "
+                    f"{', '.join(a for a in ALIASES if a != 'cam')} or a module path such as 'layer3.1.act2'"
+                )
+        return EcsplainNet(net, self.cam_type, paths)
+
+    def step(self) -> EcsplainStep:
+        return EcsplainStep(self.cam_type, self.cam_paths(), self.wClass, self.wSegm, self.segLoss, self.score_cam_fraction, self.augment)
+
+    def params(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k not in ("checkpoint", "train_seconds")}
+
+    def load(self, ctx: LoadContext) -> LoadedModel:
+        module = self.build(dataset_channels(ctx.dataset))
+        self.train_seconds = 0.0
+        if self.checkpoint:
+            try:
+                load_checkpoint(module, self.checkpoint)
+            except UserError:
+                load_checkpoint(module.net, self.checkpoint)
+            module = module.to(ctx.device).eval()
+        else:
+            key = config_hash(model=self.name, params=self.params(), dataset=ctx.dataset_key)
+            path = ctx.cache_dir / "models" / f"{self.name}-{key}.pt"
+            cached = path.is_file()
+            t0 = time.perf_counter()
+            module = train_or_load(
+                module,
+                path,
+                self.step(),
+                ctx.dataset.split("train"),
+                epochs=self.nb_epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                seed=self.seed,
+                device=ctx.device,
+                title=f"{self.name} ({self.model_type}, {self.cam_type}, wSegm={self.wSegm:g})",
+                show_progress=ctx.show_progress,
+            )
+            if not cached:
+                self.train_seconds = time.perf_counter() - t0
+        return LoadedModel(module=module, task="classifier", layers=dict(ALIASES))

@@ -1,0 +1,45 @@
+"""The ``xaibench`` entry point of xaibench-ecsplain: registers every plugin of this package.
+
+* datasets:   ``insar_moving_areas`` (synthetic, eq-insar), ``insar_folder`` (real tiles)
+* models:     ``ecsplain`` (CAM-constrained classifier); baselines ``unet``, ``resunet``,
+              ``sepunet``, ``fcn``, ``deeplabv3``
+* explainers: ``norm_cam`` (per layer), ``ecsplain_cam`` (the fused CAM of an ecsplain model),
+              ``ecsplain_segmentation`` (the fused CAM where the classifier detects, else empty)
+* metrics:    ``classification_accuracy``, ``classification_precision``,
+              ``classification_recall``, ``classification_specificity``
+"""
+
+from __future__ import annotations
+
+from xaibench import hookimpl
+from xaibench_ecsplain.baselines import BASELINES
+from xaibench_ecsplain.cams import EcsplainCAM, EcsplainSegmentation, NormCAM
+from xaibench_ecsplain.dataset import InsarFolder, InsarMovingAreas
+from xaibench_ecsplain.metrics import METRICS
+from xaibench_ecsplain.model import Ecsplain
+
+
+@hookimpl
+def register_datasets(register):
+    register(InsarMovingAreas)
+    register(InsarFolder)
+
+
+@hookimpl
+def register_models(register):
+    register(Ecsplain)
+    for cls in BASELINES:
+        register(cls)
+
+
+@hookimpl
+def register_explainers(register):
+    register(NormCAM)
+    register(EcsplainCAM)
+    register(EcsplainSegmentation)
+
+
+@hookimpl
+def register_metrics(register):
+    for cls in METRICS:
+        register(cls)
