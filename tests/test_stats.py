@@ -40,3 +40,33 @@ def test_summary_marks_the_best_and_tests_the_others_against_it():
 def test_nan_values_are_left_out():
     s = summarize(_df({"e": [1.0, float("nan"), 3.0]}))
     assert s.loc[0, "n"] == 2 and s.loc[0, "mean"] == 2.0
+
+
+class _F1:
+    """Image-level F1 as a metric would declare it: 1 = TP, 0 = FP or FN, NaN = TN."""
+
+    statistic = "f1"
+
+    @staticmethod
+    def aggregate(values):
+        m = values.mean()
+        return 2 * m / (1 + m)
+
+
+def test_a_metric_with_its_own_statistic_is_summarised_by_it():
+    from xaibench.stats import metric_aggregates
+
+    # 6 TP, 2 FP, 2 FN, 5 TN -> F1 = 12 / 16 = 0.75 (the mean of the values would be 0.6)
+    values = [1.0] * 6 + [0.0] * 4 + [np.nan] * 5
+    df = _df({"a": values}, metric="f1_metric")
+    plain = summarize(df)
+    agg = metric_aggregates({"f1_metric": _F1, "other": object()})
+    assert list(agg) == ["f1_metric"]
+    s = summarize(df, aggregates=agg)
+    assert abs(plain["mean"].iloc[0] - 0.6) < 1e-12 and plain["statistic"].iloc[0] == "mean"
+    assert abs(s["mean"].iloc[0] - 0.75) < 1e-12 and s["statistic"].iloc[0] == "f1"
+    assert s["ci_low"].iloc[0] < 0.75 < s["ci_high"].iloc[0] and s["ci_high"].iloc[0] <= 1
+    assert s["n"].iloc[0] == 10
+    from xaibench.leaderboard import rankings
+
+    assert "| f1 [95% CI] |" in rankings(s) and "| mean [95% CI] |" in rankings(plain)

@@ -95,6 +95,17 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def _aggregates(names: set[str]) -> dict:
+    """The dataset statistics of the metrics in a results table that declare one (metrics no
+    longer installed fall back to the mean)."""
+    from xaibench.plugins import load_registry
+    from xaibench.stats import metric_aggregates
+
+    registry = load_registry()
+    known = {n: registry.get("metrics", n) for n in names if n in registry.names("metrics")}
+    return metric_aggregates(known)
+
+
 def _copy_plots(run_dir: Path, output: Path) -> list[str]:
     """Copy the run's plots next to ``output`` (into ``<output stem>/``) so the leaderboard file
     and its images can be committed together; returns their links relative to ``output``."""
@@ -129,7 +140,7 @@ def _cmd_leaderboard(args) -> int:
             raise UserError(f"{str(d)!r} is not a run directory: {table} does not exist")
         frames.append(ResultStore(d).read())
     df = pd.concat(frames, ignore_index=True)
-    summary = summarize(df, seed)
+    summary = summarize(df, seed, _aggregates(set(df["metric"])))
     title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
     plots = _copy_plots(args.run_dirs[0], args.output) if len(args.run_dirs) == 1 and args.output is not None else []
     text = leaderboard.render(df, summary, title, seed, plots)

@@ -59,7 +59,8 @@ def rankings(summary: pd.DataFrame, top: int = 10) -> str:
             [str(i + 1), r["model"], r["explainer"], r["layer"], r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
             for i, (_, r) in enumerate(block.head(top).iterrows())
         ]
-        parts.append(title + "\n\n" + _table(["rank", "model", "explainer", "layer", "threshold", "mean [95% CI]", "n", "p vs best"], rows))
+        stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
+        parts.append(title + "\n\n" + _table(["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"], rows))
     return "\n\n".join(parts)
 
 

@@ -30,7 +30,7 @@ from xaibench.grid import Cell, expand
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
 from xaibench.results import ResultStore, atomic_write_text
-from xaibench.stats import summarize
+from xaibench.stats import metric_aggregates, summarize
 
 
 def _versions(registry: Registry, used: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -168,7 +168,7 @@ def run_benchmark(
                 _execute(p, units, samples, store, done, dev, counter, timings, show_progress, out_dir, executor)
             df = store.read()
             t1 = time.perf_counter()
-            summary = summarize(df, config.seed)
+            summary = summarize(df, config.seed, metric_aggregates(p.metrics))
             atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
             plot_paths = plots.threshold_curves(summary, out_dir / "plots")
             rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]

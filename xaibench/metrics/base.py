@@ -7,6 +7,9 @@ A metric class declares, as class attributes:
 - ``perturbation``: ``"cell"`` (one value per perturbation mode of the grid), a fixed mode
   name (e.g. ``"background_only"`` for IoU drop), or ``None`` (no perturbed input).
 
+An optional ``aggregate`` staticmethod (1-D array of the non-NaN per-image values -> float) replaces the
+mean as the metric's dataset statistic in summaries and leaderboards (e.g. an F1 over images),
+named by an optional ``statistic`` string; CIs are bootstrapped with it.
 An optional ``directions`` dict overrides ``direction`` per perturbation mode (confidence
 should drop under M1 but stay under M2). ``compute(ctx)`` returns a float tensor [B] (NaN where the value is undefined for an image,
 e.g. an empty target region). Metrics never call the model directly: perturbed inputs are
