@@ -268,14 +268,16 @@ def _print_top(summary: pd.DataFrame) -> None:
     from rich.table import Table
 
     short = {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
+    several = summary["model"].nunique() > 1  # one model: its name is in the header already
     table = Table(title="best cell per metric (full ranking in leaderboard.md)")
-    for c in ("metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"):
-        table.add_column(c, overflow="fold")
+    for c in ("metric", "mode") + (("model",) if several else ()) + ("explainer", "layer", "thr", "mean [95% CI]"):
+        table.add_column(c, no_wrap=True)
     for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
         block = block.dropna(subset=["mean"])
         if block.empty:
             continue
         r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
         ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        table.add_row(metric, short.get(pert, pert or "–"), r["model"], r["explainer"], r["layer"], r["threshold"] or "–", ci)
+        model = (r["model"],) if several else ()
+        table.add_row(metric, short.get(pert, pert or "–"), *model, r["explainer"], r["layer"], r["threshold"] or "–", ci)
     console.print(table)
