@@ -142,9 +142,6 @@ class AUROC(_Localization):
     """Area under the ROC curve of the map's values as a pixel classifier of the ground truth."""
 
     name = "auroc"
-    direction = "higher"
-    uses_threshold = False
-    perturbation = None
 
     def _compute(self, ctx):
         truth = truth_region(ctx)
@@ -162,8 +159,6 @@ class MAE(_Localization):
 
     name = "mae"
     direction = "lower"
-    uses_threshold = False
-    perturbation = None
 
     def _compute(self, ctx):
         return (ctx.heatmap - truth_region(ctx).float()).abs().flatten(1).mean(1)
@@ -174,9 +169,6 @@ class PointingGame(_Localization):
     pixels), else 0; NaN for images without the object (Zhang et al. 2018)."""
 
     name = "pointing_game"
-    direction = "higher"
-    uses_threshold = False
-    perturbation = None
 
     def __init__(self, tolerance: int = 0, images: str = "all"):
         super().__init__(images)
@@ -199,9 +191,6 @@ class EnergyPointingGame(_Localization):
     (Score-CAM paper); NaN for images without the object or with an all-zero map."""
 
     name = "energy_pointing_game"
-    direction = "higher"
-    uses_threshold = False
-    perturbation = None
 
     def _compute(self, ctx):
         truth = truth_region(ctx).float()
