@@ -37,3 +37,26 @@ def test_missing_axes_are_errors():
 
     with pytest.raises(UserError, match="uses no threshold"):
         expand("m", ["a"], ["l"], [0.1], ["background_only"], {"bad": Bad()}, "x.toml")
+
+
+class _ModelLevel:
+    name = "model_level"
+    direction = "higher"
+    uses_threshold = False
+    perturbation = None
+    uses_map = False
+
+
+def test_a_model_level_metric_gets_one_cell_per_model():
+    cells = expand("m", ["a", "b"], ["l1", "l2"], [0.1, 0.5], ["background_only"], {"model_level": _ModelLevel(), "auroc": AUROC()})
+    model_level = [c for c in cells if c.metric == "model_level"]
+    assert model_level == [Cell("m", "", "", "", "", "model_level")]
+    assert len(cells) == 1 + 2 * 2
+
+
+def test_a_model_level_metric_cannot_binarise_or_perturb():
+    class Bad(_ModelLevel):
+        uses_threshold = True
+
+    with pytest.raises(UserError, match="reads no map"):
+        expand("m", ["a"], ["l"], [0.1], [], {"bad": Bad()}, "x.toml")

@@ -241,3 +241,33 @@ def test_a_fused_layer_is_a_layer_of_the_grid(first_run, tmp_path):
     plain = ["explainer", "threshold", "perturbation", "metric", "image_id"]
     same = df[df.layer == "decoder1"].set_index(plain)["value"].sort_index()
     assert same.equals(got[got.layer == "decoder1"].set_index(plain)["value"].sort_index())
+
+
+class _ForegroundShare:
+    """A model-level metric: the share of pixels the model predicts as foreground."""
+
+    name = "foreground_share"
+    direction = "higher"
+    uses_threshold = False
+    perturbation = None
+    uses_map = False
+
+    def compute(self, ctx):
+        assert ctx.heatmap is None
+        return (ctx.logits[:, 0] > 0).float().flatten(1).mean(1)
+
+
+def test_a_model_level_metric_is_computed_once_per_model(first_run, tmp_path):
+    cfg, _, df, _ = first_run
+    plugin = types.ModuleType("model_level_plugin")
+    plugin.register_metrics = hookimpl(lambda register: register(_ForegroundShare))
+    text = cfg.read_text().replace('metrics = ["confidence", "iou_drop"]', 'metrics = ["confidence", "iou_drop", "foreground_share"]')
+    (tmp_path / "m.toml").write_text(text)
+    out = tmp_path / "o"
+    got = run_benchmark(load_config(tmp_path / "m.toml"), out, show_progress=False, extra_plugins=[plugin])
+    rows = got[got.metric == "foreground_share"]
+    assert len(rows) == IMAGES and set(rows.explainer) == {""} and set(rows.layer) == {""}
+    assert rows["value"].between(0, 1).all()
+    assert len(got[got.metric != "foreground_share"]) == len(df)  # the map cells are unchanged
+    board = (out / "leaderboard.md").read_text()
+    assert "### foreground_share" in board and "| (model) |" in board

@@ -43,7 +43,7 @@ def evaluate_batch(
     labels: torch.Tensor | None = None,
 ) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None]]:
     """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None)."""
-    heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells}
+    heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells if c.explainer}
     thresholds: dict[tuple, torch.Tensor] = {}
     binaries: dict[tuple, torch.Tensor] = {}
     for c in cells:
@@ -72,7 +72,7 @@ def evaluate_batch(
             ground_truth=ground_truth,
             target=maps.target,
             logits=maps.logits,
-            heatmap=heat[c.pair],
+            heatmap=heat.get(c.pair),  # None for a model-level metric
             forward=forward,
             fill=fill,
             labels=labels,

@@ -3,6 +3,8 @@
 A metric that uses no threshold gets threshold ``""``; one with no perturbation gets
 perturbation ``""``; one with a fixed perturbation (IoU drop) gets that mode whatever the
 grid's perturbation axis says. Thresholds are text in results (``"0.1"``, ``"otsu"``).
+A metric with ``uses_map = False`` (a model-level metric: classifier accuracy, say) reads no
+map, so it gets ONE cell per model, with explainer, layer, threshold and perturbation ``""``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from xaibench.errors import UserError
 
 def threshold_label(t: float | str) -> str:
     return t if isinstance(t, str) else f"{t:g}"
+
+
+def uses_map(metric: object) -> bool:
+    """Whether a metric reads a heatmap (default) or only the model's output (``uses_map = False``)."""
+    return bool(getattr(metric, "uses_map", True))
 
 
 @dataclass(frozen=True, order=True)
@@ -52,6 +59,11 @@ def expand(
         if metric.uses_threshold and not ts:
             raise UserError(f"{source}: grid.thresholds: metric {mname!r} binarises maps, so give thresholds or threshold_sweep")
         mode = metric.perturbation
+        if not uses_map(metric):
+            if metric.uses_threshold or mode:
+                raise UserError(f"{source}: metric {mname!r} reads no map (uses_map = False), so it can use neither a threshold nor a perturbation")
+            cells.append(Cell(model, "", "", "", "", mname))
+            continue
         if mode and not metric.uses_threshold:
             raise UserError(f"{source}: metric {mname!r} perturbs the input but uses no threshold; a perturbation needs a binarised map")
         if mode == "cell":

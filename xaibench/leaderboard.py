@@ -56,7 +56,7 @@ def rankings(summary: pd.DataFrame, top: int = 10) -> str:
             continue
         title = f"### {metric}" + (f" — {MODE_NAMES.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
         rows = [
-            [str(i + 1), r["model"], r["explainer"], r["layer"], r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
+            [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
             for i, (_, r) in enumerate(block.head(top).iterrows())
         ]
         stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
@@ -104,7 +104,7 @@ def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
 
 def layer_comparison(summary: pd.DataFrame) -> str:
     """(c) For each method and metric (averaged over thresholds): each layer's mean, and which is better."""
-    layers = sorted(summary["layer"].unique())
+    layers = sorted(l for l in summary["layer"].unique() if l)  # "": model-level metrics
     if len(layers) < 2:
         return ""
     summary = summary[summary["metric"] != "sanity_rank_correlation"]

@@ -89,7 +89,7 @@ class BatchWorker:
         truth = torch.stack([s.mask for s in samples]).to(dev)
         ids = [s.image_id for s in samples]
         labels = None if any(s.label is None for s in samples) else torch.tensor([s.label for s in samples], device=dev)
-        pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing))
+        pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing if c.explainer))  # model-level cells need no map
         t1 = time.perf_counter()
         maps = self.engine.run(images, list(paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
         t2 = time.perf_counter()

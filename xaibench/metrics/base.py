@@ -7,6 +7,9 @@ A metric class declares, as class attributes:
 - ``perturbation``: ``"cell"`` (one value per perturbation mode of the grid), a fixed mode
   name (e.g. ``"background_only"`` for IoU drop), or ``None`` (no perturbed input).
 
+An optional ``uses_map = False`` marks a model-level metric (classifier accuracy, say): it reads
+only the model's output, gets one cell per model (explainer, layer, threshold and perturbation
+empty), and ``ctx.heatmap`` is None.
 An optional ``aggregate`` staticmethod (1-D array of the non-NaN per-image values -> float) replaces the
 mean as the metric's dataset statistic in summaries and leaderboards (e.g. an F1 over images),
 named by an optional ``statistic`` string; CIs are bootstrapped with it.
@@ -43,7 +46,7 @@ class MetricContext:
     ground_truth: torch.Tensor | None
     target: Target
     logits: torch.Tensor
-    heatmap: torch.Tensor
+    heatmap: torch.Tensor | None
     forward: Callable[[torch.Tensor], torch.Tensor]
     fill: torch.Tensor
     labels: torch.Tensor | None = None
