@@ -87,22 +87,3 @@ def test_multi_logit_classifier_and_multiclass_segmenter():
     seg[0, 0] = 5.0
     seg[1, 2, 0, 0] = 5.0
     assert predicted_positive(seg).tolist() == [False, True]
-
-
-def test_hausdorff_is_nan_where_map_or_truth_is_empty_and_matches_torchmetrics():
-    from torchmetrics.functional.segmentation import hausdorff_distance
-    from xaibench_ecsplain.metrics import HausdorffNonEmpty
-
-    truth = torch.zeros(4, 8, 8, dtype=torch.long)
-    truth[0, 2:5, 2:5] = 1
-    truth[1, 1:3, 1:3] = 1
-    binary = torch.zeros(4, 8, 8, dtype=torch.bool)
-    binary[0, 3:7, 3:7] = True  # both non-empty
-    binary[2, 0, 0] = True  # truth empty
-    # image 1: map empty; image 3: both empty (the case the core's hausdorff cannot take)
-    ctx = _ctx(torch.ones(4, 1), torch.tensor([1, 1, 0, 0]), truth)
-    ctx.binary = binary
-    d = HausdorffNonEmpty().compute(ctx)
-    expected = hausdorff_distance(binary[:1].long(), truth[:1], num_classes=2, include_background=False, input_format="index")[0, 0]
-    assert d[0].item() == pytest.approx(expected.item())
-    assert torch.isnan(d[1:]).all()

@@ -11,7 +11,7 @@ OURS = {
     "datasets": ["insar_moving_areas", "insar_folder"],
     "models": ["ecsplain", "unet", "resunet", "sepunet", "fcn", "deeplabv3"],
     "explainers": ["norm_cam", "ecsplain_cam", "ecsplain_segmentation"],
-    "metrics": ["classification_accuracy", "classification_precision", "classification_recall", "classification_specificity", "ecsplain_hausdorff"],
+    "metrics": ["classification_accuracy", "classification_precision", "classification_recall", "classification_specificity"],
 }
 
 

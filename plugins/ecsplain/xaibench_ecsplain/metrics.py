@@ -22,11 +22,6 @@ What "predicted positive" means:
 * a segmenter (logits [B, C, H, W]): at least ``min_pixels`` pixels (default 1) are predicted
   foreground (sigmoid > 0.5, or arg-max class not 0) -- a segmentation baseline "detects" a
   moving area when its mask is not empty.
-
-``ecsplain_hausdorff`` is a stopgap for the core ``hausdorff`` (same definition, torchmetrics
-boundary distance, NaN where the binarised map or the truth is empty), which currently raises
-on a batch holding an image where both are empty -- every negative tile a model gets right.
-See ``CORE_REQUESTS.md``.
 """
 
 from __future__ import annotations
@@ -118,30 +113,4 @@ class ClassificationSpecificity(_Classification):
         return _where(~label, ~pred)
 
 
-class HausdorffNonEmpty:
-    """Symmetric boundary Hausdorff distance (pixels) of the binarised map and the ground truth,
-    NaN where either is empty: the core ``hausdorff`` as documented, computed only on images
-    where both are non-empty (the core's crashes when an image has both empty)."""
-
-    name = "ecsplain_hausdorff"
-    direction = "lower"
-    uses_threshold = True
-    perturbation = None
-
-    def compute(self, ctx: MetricContext) -> torch.Tensor:
-        from torchmetrics.functional.segmentation import hausdorff_distance
-
-        if ctx.ground_truth is None:
-            raise ValueError("ecsplain_hausdorff needs ground-truth masks")
-        cls = ctx.target.class_ids.to(ctx.ground_truth.device)[:, None, None]
-        truth = (ctx.ground_truth == cls).to(ctx.binary.device)
-        binary = ctx.binary.bool()
-        ok = binary.flatten(1).any(1) & truth.flatten(1).any(1)
-        out = torch.full((binary.shape[0],), NAN)
-        if ok.any():
-            d = hausdorff_distance(binary[ok].long(), truth[ok].long(), num_classes=2, include_background=False, input_format="index")[:, 0].float().cpu()
-            out[ok.cpu()] = torch.where(torch.isfinite(d), d, torch.full_like(d, NAN))
-        return out
-
-
-METRICS = (ClassificationAccuracy, ClassificationPrecision, ClassificationRecall, ClassificationSpecificity, HausdorffNonEmpty)
+METRICS = (ClassificationAccuracy, ClassificationPrecision, ClassificationRecall, ClassificationSpecificity)
