@@ -1,4 +1,5 @@
-"""CAM definitions (hand-made tensors), differentiability of every CAM type, and the explainers."""
+"""CAM definitions (hand-made tensors), differentiability of every CAM type, and the evaluation of
+the ECSPLAIN CAM by the core engine at the fused layer (same map as the training-time CAM)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import math
 
 import pytest
 import torch
-from xaibench_ecsplain.cams import CAM_TYPES, NormCAM, finish, multilayer_cam, raw_gradient_cam
-from xaibench_ecsplain.model import ALIASES, Ecsplain
+import torch.nn.functional as F
+from xaibench_ecsplain.cams import CAM_TYPES, NormCAM, capture, finish, multilayer_cam, raw_gradient_cam
+from xaibench_ecsplain.dataset import InsarMovingAreas
+from xaibench_ecsplain.model import ALIASES, Ecsplain, fused_layer
 
 import xaibench
-from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel
+from xaibench.models.training import LoadContext
 
 # activations and gradients [B=1, K=2, h=1, w=2]
 A = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
@@ -46,19 +49,19 @@ def test_training_cam_is_differentiable_wrt_the_weights(cam_type):
     torch.manual_seed(0)
     x = torch.rand(2, 2, 32, 32)
     target = (torch.rand(2, 1, 32, 32) > 0.5).float()
-    cam, logits = multilayer_cam(model.net, x, plugin.cam_paths(), cam_type, create_graph=True, fraction=0.5)
+    cam, logits = multilayer_cam(model, x, plugin.cam_paths(), cam_type, create_graph=True, fraction=0.5)
     assert cam.shape == (2, 1, 32, 32) and logits.shape == (2, 1)
     assert cam.requires_grad
     assert float(cam.detach().min()) >= 0 and float(cam.detach().max()) <= 1 + 1e-6
     loss = (cam - target).pow(2).mean()
     # fc only reaches the CAM through d logit / d activation (gradient CAMs) or the masked
     # scores (Score-CAM): a non-zero gradient there proves the CAM's own graph is kept
-    g_fc, g_conv = torch.autograd.grad(loss, [model.net.fc.weight, model.net.conv1.weight])
+    g_fc, g_conv = torch.autograd.grad(loss, [model.fc.weight, model.conv1.weight])
     for g in (g_fc, g_conv):
         assert torch.isfinite(g).all()
         assert float(g.abs().sum()) > 0
     # without create_graph (inference) the CAM is detached
-    cam2, _ = multilayer_cam(model.net, x, plugin.cam_paths(), cam_type)
+    cam2, _ = multilayer_cam(model, x, plugin.cam_paths(), cam_type)
     assert not cam2.requires_grad
     if cam_type != "score_cam":  # Score-CAM in training used a random half of the channels
         assert torch.allclose(cam.detach(), cam2, atol=1e-5)
@@ -68,12 +71,12 @@ def test_score_cam_uses_a_random_share_of_channels_in_training():
     plugin, model = _tiny_net("score_cam")
     x = torch.rand(2, 2, 32, 32)
     calls = []
-    handle = model.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     try:
-        multilayer_cam(model.net, x, ["layer2.0.act1"], "score_cam", fraction=0.25, chunk_size=1000)
+        multilayer_cam(model, x, ["layer2.0.act1"], "score_cam", fraction=0.25, chunk_size=1000)
         assert calls == [2, 2 * 2]  # clean forward, then 25 % of 8 channels for 2 images
         calls.clear()
-        multilayer_cam(model.net, x, ["layer2.0.act1"], "score_cam", chunk_size=1000)
+        multilayer_cam(model, x, ["layer2.0.act1"], "score_cam", chunk_size=1000)
         assert calls == [2, 2 * 8]
     finally:
         handle.remove()
@@ -85,30 +88,66 @@ def test_layer_aliases_are_modules_of_timm_resnets():
         paths = dict(model.named_modules())
         for alias, path in ALIASES.items():
             assert path in paths, (model_type, alias, path)
+    assert fused_layer() == "mean(c1, conv2, conv3, conv4, conv5)"
 
 
-def test_core_engine_reads_the_fused_cam_and_per_layer_norm_cam():
+#: the min-max epsilon of the training-time CAM (cams.minmax) and of the engine (heatmaps.minmax)
+EPS = 1e-7
+
+
+def _tolerance(net, x, paths, cam_type):
+    """Largest difference [B] between the engine's fused map and the training-time CAM that the
+    two normalisations allow.
+
+    Per layer, with r = ReLU(raw map), R its range and D the range of r upsampled: the training
+    CAM is (up(r) - min) / (D + EPS); the engine's min-max, bilinear resize, min-max gives
+    (up(r) - min) / (D + EPS * (R + EPS)) (bilinear weights sum to 1, so the first min-max is
+    undone by the second up to its epsilon). They differ by at most
+    D * EPS * |1 - R - EPS| / ((D + EPS) * (D + EPS * (R + EPS))), about EPS / D for the
+    ranges of these networks. A constant raw map (R = 0) is 0 in the engine, while upsampling
+    it first can leave float32 noise of range D ~ 1e-9 that the training CAM scales to at most
+    D / (D + EPS). The fused maps differ by at most the mean over the layers; plus 2e-6 for
+    float32 rounding (the maps are in [0, 1]).
+    """
+    x = x.detach().requires_grad_(True)
+    with capture(net, paths) as feats:
+        logits = net(x)
+    acts = [feats[p] for p in paths]
+    grads = torch.autograd.grad(logits[:, 0].sum(), acts)
+    bounds = []
+    for a, g in zip(acts, grads):
+        r = F.relu(raw_gradient_cam(cam_type, a.detach(), g)).double()
+        up = F.interpolate(r, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+        big, small = r.flatten(1).amax(1) - r.flatten(1).amin(1), up.flatten(1).amax(1) - up.flatten(1).amin(1)
+        ranged = small * EPS * (1 - big - EPS).abs() / ((small + EPS) * (small + EPS * (big + EPS)))
+        bounds.append(torch.where(big > 0, ranged, small / (small + EPS)))
+    return (torch.stack(bounds).mean(0) + 2e-6).float()
+
+
+@pytest.mark.parametrize("cam_type", ["grad_cam", "layer_cam", "norm_cam"])
+def test_engine_fused_layer_gives_the_training_time_cam(cam_type, tmp_path):
+    # 64 x 64 tiles, so that the deepest layers (stride 32) still have 2 x 2 maps
+    data = InsarMovingAreas(size=64, n_train=8, n_val=0, n_test=8, seed=5)
+    ctx = LoadContext(dataset=data, dataset_key="insar-64", cache_dir=tmp_path, show_progress=False)
+    plugin = Ecsplain(cam_type=cam_type, width=4, nb_epochs=1, batch_size=4)
+    loaded = plugin.load(ctx)  # the model as the benchmark sees it (aliases, eval mode)
+    x = torch.stack([s.image for s in data.split("test")])
+    core = xaibench.explain(loaded, x, cam_type, fused_layer())
+    ours, _ = multilayer_cam(loaded.module, x, plugin.cam_paths(), cam_type)
+    assert core.shape == ours[:, 0].shape == (8, 64, 64)
+    assert float(ours.amax()) > 0.5  # not two empty maps
+    tol = _tolerance(loaded.module, x, plugin.cam_paths(), cam_type)
+    diff = (core - ours[:, 0]).abs().flatten(1).amax(1)
+    assert (diff <= tol).all(), (diff, tol)
+    assert float(tol.median()) < 1e-3, tol  # the bound is tight: the maps are the same to 1e-3
+
+
+def test_engine_evaluates_norm_cam_at_one_layer_as_defined():
     plugin, model = _tiny_net("norm_cam")
     model.eval()
     loaded = LoadedModel(module=model, task="classifier", layers=dict(ALIASES))
     x = torch.rand(3, 2, 32, 32)
-    fused = xaibench.explain(loaded, x, "ecsplain_cam", "cam")
-    assert fused.shape == (3, 32, 32)
-    assert torch.allclose(fused, model.fused_cam(x)[:, 0], atol=1e-5)
     # one layer through the core's shared pass == this package's definition at that layer
     core = xaibench.explain(loaded, x, "norm_cam", "conv2")
-    ours, _ = multilayer_cam(model.net, x, ["layer2.0.act1"], "norm_cam")
+    ours, _ = multilayer_cam(model, x, ["layer2.0.act1"], "norm_cam")
     assert torch.allclose(core, ours[:, 0], atol=1e-4)
-    # the pipeline's segmentation: the fused CAM where the classifier detects, empty elsewhere
-    with torch.no_grad():  # shift the logit so that one image is detected and two are not
-        low = model.net(x)[:, 0].sort().values
-        model.net.fc.bias -= (low[1] + low[2]) / 2
-    seg = xaibench.explain(loaded, x, "ecsplain_segmentation", "cam")
-    detected = model.net(x)[:, 0] > 0
-    assert detected.sum() == 1
-    for i in range(3):
-        assert torch.allclose(seg[i], fused[i] if detected[i] else torch.zeros_like(fused[i]), atol=1e-5)
-    # without a hook on `cam` the forward is the plain classifier
-    assert torch.allclose(model(x), model.net(x))
-    with pytest.raises(UserError, match="ecsplain_cam"):
-        xaibench.explain(loaded, x, "ecsplain_cam", "conv2")

@@ -10,7 +10,7 @@ from importlib import metadata
 OURS = {
     "datasets": ["insar_moving_areas", "insar_folder"],
     "models": ["ecsplain", "unet", "resunet", "sepunet", "fcn", "deeplabv3"],
-    "explainers": ["norm_cam", "ecsplain_cam", "ecsplain_segmentation"],
+    "explainers": ["norm_cam"],
     "metrics": ["classification_accuracy", "classification_precision", "classification_recall", "classification_specificity"],
 }
 

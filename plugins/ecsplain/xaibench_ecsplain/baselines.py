@@ -40,9 +40,9 @@ from torch import nn
 from xaibench.datasets.base import Sample
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel
-from xaibench.models.training import LoadContext, config_hash, load_checkpoint, train_or_load
+from xaibench.models.training import LoadContext, load_checkpoint
 from xaibench_ecsplain.dataset import augment as augment_batch
-from xaibench_ecsplain.model import BETAS, dataset_channels
+from xaibench_ecsplain.model import dataset_channels, train_cached
 
 # --------------------------------------------------------------------------------------------
 # small U-Nets
@@ -170,8 +170,6 @@ DILATED_LAYERS = {"backbone": "backbone", "head": "head"}
 def segmentation_step(module: nn.Module, items: list[Sample], opt: torch.optim.Optimizer, augment: bool = False) -> dict[str, float]:
     """One step of BCE on the binary masks (a batch of one is doubled: BatchNorm needs two),
     optionally on augmented tiles (:func:`xaibench_ecsplain.dataset.augment`)."""
-    for group in opt.param_groups:  # train_or_load makes a default Adam; use the authors' betas
-        group["betas"] = BETAS
     device = next(module.parameters()).device
     if len(items) == 1:
         items = items * 2
@@ -216,20 +214,8 @@ class _Baseline:
             module = module.to(ctx.device).eval()
         else:
             params = {k: v for k, v in vars(self).items() if k != "checkpoint"}
-            key = config_hash(model=self.name, params=params, dataset=ctx.dataset_key)
-            module = train_or_load(
-                module,
-                ctx.cache_dir / "models" / f"{self.name}-{key}.pt",
-                functools.partial(segmentation_step, augment=self.augment),
-                ctx.dataset.split("train"),
-                epochs=self.nb_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                seed=self.seed,
-                device=ctx.device,
-                title=self.name,
-                show_progress=ctx.show_progress,
-            )
+            step = functools.partial(segmentation_step, augment=self.augment)
+            module, _ = train_cached(self, module, ctx, step, params, self.name)
         return LoadedModel(module=module, task="binary", layers=dict(self.layers))
 
 

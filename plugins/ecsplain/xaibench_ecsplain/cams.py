@@ -17,13 +17,18 @@ per-image min-max scaling; the CAM is the mean of the per-layer maps, so it lies
   channel, upsampled and min-max scaled (``up(A_k)``), masks the input and the masked input's
   logit weighs the channel. The authors multiply their zero-centred input by ``up(A_k)``; for
   inputs in [0, 1] that is ``mask_k(x) = 0.5 + (x - 0.5) * up(A_k)`` (0.5 = coherence 0, no
-  information), which is what this module does. (The core ``score_cam`` explainer masks
-  towards 0 instead.) While training, only a random 25 % of the channels of each layer are used
-  (``fraction``), as the authors do; at inference every channel is.
+  information), which is what this module does (the core ``score_cam`` with ``fill = 0.5``).
+  While training, only a random 25 % of the channels of each layer are used (``fraction``), as
+  the authors do; at inference every channel is.
 
-The same definitions are used at inference by :class:`EcsplainNet` (the fused CAM of the
-trained model, layer alias ``cam``) and, one layer at a time, by the core explainers
-``grad_cam``, ``layer_cam``, ``score_cam`` and this package's ``norm_cam``.
+At evaluation the CAM of a trained model is not computed here: the core explainers
+``grad_cam``, ``layer_cam``, ``score_cam`` (``fill = 0.5``) and this package's ``norm_cam``
+(:class:`NormCAM`) give it at the fused grid layer ``mean(c1, conv2, conv3, conv4, conv5)``
+from the engine's shared forward / backward. The engine normalises each layer's map as ReLU,
+min-max, bilinear resize, min-max, which equals :func:`finish` (ReLU, resize, min-max) up to
+the epsilon of the min-max (bilinear weights sum to 1, so a min-max before the resize is
+undone by the one after it); ``README.md`` lists where the two differ, and
+``tests/test_ecsplain_cams.py`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -178,46 +183,14 @@ def _score_cam_layer(
 
 class NormCAM:
     """Norm-CAM (ECSPLAIN, Bralet et al. 2025): the L2 norm over channels of
-    ReLU(gradient x activation) at one layer; the engine applies ReLU, min-max and resizing."""
+    ReLU(gradient x activation), at one layer or at each layer of a fused ``mean(...)`` layer.
+
+    The raw map is :func:`channel_norm`, the function the training-time CAM uses (its 1e-12
+    under the square root keeps the training gradient finite and shifts the map by at most
+    1e-6 before the min-max); the engine then applies ReLU, min-max, resizing and min-max."""
 
     name = "norm_cam"
     needs = Pass.ACTIVATIONS | Pass.GRADIENTS
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor:
-        a, g = ctx.activations, ctx.gradients
-        return torch.linalg.vector_norm(F.relu(g * a), ord=2, dim=1)
-
-
-class EcsplainCAM:
-    """The ECSPLAIN segmentation itself: the mean CAM over the layers the model was trained
-    with, for the cam type it was trained with, already in [0, 1] (not re-scaled). Use it with
-    ``layers = ["cam"]`` on an ``ecsplain`` model; that layer is a tap where the model writes
-    its fused CAM whenever the layer is hooked."""
-
-    name = "ecsplain_cam"
-    needs = Pass.ACTIVATIONS
-    normalize = False
-
-    def explain(self, ctx: ExplainContext) -> torch.Tensor:
-        a = ctx.activations
-        if a is None or a.ndim != 4 or a.shape[1] != 1:
-            shape = None if a is None else tuple(a.shape)
-            raise UserError(
-                f"explainer 'ecsplain_cam' reads the fused CAM of an 'ecsplain' model at layer 'cam'; "
-                f'layer {ctx.layer!r} gave activations of shape {shape}. Use layers = ["cam"] for it'
-            )
-        return a[:, 0]
-
-
-class EcsplainSegmentation(EcsplainCAM):
-    """The ECSPLAIN pipeline's segmentation: the fused CAM (``ecsplain_cam``) on images the
-    classifier calls positive (logit > 0), an empty map on the others -- detection first, then
-    localisation, so that, like a segmenter, the model highlights nothing on a tile it says
-    holds no moving area. Use it with ``layers = ["cam"]`` on an ``ecsplain`` model."""
-
-    name = "ecsplain_segmentation"
-
-    def explain(self, ctx: ExplainContext) -> torch.Tensor:
-        cam = super().explain(ctx)
-        detected = (ctx.logits[:, 0] > 0).to(cam.dtype)
-        return cam * detected[:, None, None]
+        return channel_norm(F.relu(ctx.gradients * ctx.activations))[:, 0]

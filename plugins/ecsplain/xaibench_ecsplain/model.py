@@ -9,34 +9,41 @@ logit (moving area or not). As in the authors' code it has no normalisation laye
 where the CAM (:func:`xaibench_ecsplain.cams.multilayer_cam`) is computed differentiably in
 every training step on the feature maps of ``cam_layers`` and averaged, and ``segLoss`` is
 ``BCE`` or ``MSE`` against the binary mask. Optimiser: Adam with betas (0.5, 0.999) as the
-authors use. The weights are cached under ``$XAIBENCH_CACHE/models/`` keyed by a hash of the
-parameters and the dataset, so the model trains once.
+authors use (``train_or_load(optimizer=...)``). The weights are cached under
+``$XAIBENCH_CACHE/models/`` keyed by a hash of the parameters and the dataset, so the model
+trains once.
 
-Layer aliases (module paths of the timm ResNet inside the wrapper, ``net.``):
+The loaded module is the timm ResNet itself (logits [B, 1], task ``classifier``). Its layer
+aliases:
 
 ======  =====================  ==============================================================
 alias   module                 authors' node (torchvision) it corresponds to
 ======  =====================  ==============================================================
-c1      net.maxpool            ``maxpool``
-conv2   net.layer2.0.act1      ``layer2.0.conv1`` -- in the authors' network (no norm layer)
+c1      maxpool                ``maxpool``
+conv2   layer2.0.act1          ``layer2.0.conv1`` -- in the authors' network (no norm layer)
                                the in-place ReLU that follows rewrites that tensor, so the map
                                their CAMs read is this ReLU's output
-conv3   net.layer3.0.act1      ``layer3.0.conv1`` (same remark)
-conv4   net.layer4.0.act1      ``layer4.0.conv1`` (same remark)
-conv5   net.layer4.1.act2      ``layer4.1.conv2`` -- rewritten in place by the residual sum and
+conv3   layer3.0.act1          ``layer3.0.conv1`` (same remark)
+conv4   layer4.0.act1          ``layer4.0.conv1`` (same remark)
+conv5   layer4.1.act2          ``layer4.1.conv2`` -- rewritten in place by the residual sum and
                                the ReLU, i.e. the output of block ``layer4.1``
-layer1  net.layer1 ... layer4 = net.layer4: the stage outputs
-cam     cam                    the fused ECSPLAIN CAM (read it with the ``ecsplain_cam`` explainer)
+layer1  layer1 ... layer4 = layer4: the stage outputs
 ======  =====================  ==============================================================
 
 The ReLUs of this network are not in place, so every hooked map is exactly the tensor the next
-layer reads. ``cam_layers`` defaults to the authors' five maps.
+layer reads. ``cam_layers`` defaults to the authors' five maps. The ECSPLAIN CAM of a trained
+model is evaluated by the core explainers (``grad_cam``, ``layer_cam``, ``score_cam`` with
+``fill = 0.5``) or this package's ``norm_cam`` at the fused layer
+``mean(c1, conv2, conv3, conv4, conv5)`` (:func:`fused_layer`); ``README.md`` says how close
+that is to the training-time CAM.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,20 +61,27 @@ SEG_LOSSES = ("BCE", "MSE")
 AUTHORS_LAYERS = ["c1", "conv2", "conv3", "conv4", "conv5"]
 
 ALIASES = {
-    "c1": "net.maxpool",
-    "conv2": "net.layer2.0.act1",
-    "conv3": "net.layer3.0.act1",
-    "conv4": "net.layer4.0.act1",
-    "conv5": "net.layer4.1.act2",
-    "layer1": "net.layer1",
-    "layer2": "net.layer2",
-    "layer3": "net.layer3",
-    "layer4": "net.layer4",
-    "cam": "cam",
+    "c1": "maxpool",
+    "conv2": "layer2.0.act1",
+    "conv3": "layer3.0.act1",
+    "conv4": "layer4.0.act1",
+    "conv5": "layer4.1.act2",
+    "layer1": "layer1",
+    "layer2": "layer2",
+    "layer3": "layer3",
+    "layer4": "layer4",
 }
 
 #: Adam betas of the authors' training scripts
 BETAS = (0.5, 0.999)
+#: the authors' optimiser, for ``train_or_load(optimizer=...)``
+ADAM = functools.partial(torch.optim.Adam, betas=BETAS)
+
+
+def fused_layer(layers: Sequence[str] = AUTHORS_LAYERS) -> str:
+    """The grid layer whose map is the mean of the per-layer maps of ``layers``:
+    ``"mean(c1, conv2, conv3, conv4, conv5)"`` for the authors' layers -- the ECSPLAIN CAM."""
+    return "mean(" + ", ".join(layers) + ")"
 
 
 class _ReLU(nn.ReLU):
@@ -112,38 +126,6 @@ def build_resnet(model_type: str, in_chans: int, width: int = 64, batch_norm: bo
     return net
 
 
-class EcsplainNet(nn.Module):
-    """The classifier (``net``) plus ``cam``, a tap module where the fused CAM is written.
-
-    ``forward`` returns the logits [B, 1]. When a forward hook is registered on ``cam`` (the
-    core hooks it when an explainer reads layer ``cam``), the forward first computes the
-    ECSPLAIN CAM of the batch with the trained cam type and layers (every channel for
-    Score-CAM) and passes it through ``cam``, so the hook receives it as the layer's output
-    [B, 1, H, W]. Without a hook on ``cam`` the forward is the plain classifier.
-    """
-
-    def __init__(self, net: nn.Module, cam_type: str, cam_paths: list[str], chunk_size: int = 64):
-        super().__init__()
-        self.net = net
-        self.cam = nn.Identity()
-        self.cam_type = cam_type
-        self.cam_paths = list(cam_paths)
-        self.chunk_size = chunk_size
-
-    def fused_cam(self, x: torch.Tensor) -> torch.Tensor:
-        """The ECSPLAIN CAM [B, 1, H, W] in [0, 1] of ``x`` (inference: detached, all channels)."""
-        cam, _ = multilayer_cam(self.net, x, self.cam_paths, self.cam_type, chunk_size=self.chunk_size)
-        return cam
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cam._forward_hooks:
-            cam = self.fused_cam(x)
-            logits = self.net(x)  # last, so hooks on inner layers record the clean forward
-            self.cam(cam)
-            return logits
-        return self.net(x)
-
-
 def _batch(items: list[Sample], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = torch.stack([s.image for s in items]).to(device)
     mask = (torch.stack([s.mask for s in items]) > 0).float().to(device)
@@ -162,7 +144,7 @@ def segmentation_loss(cam: torch.Tensor, mask: torch.Tensor, kind: str) -> torch
 
 
 class EcsplainStep:
-    """One ECSPLAIN optimisation step (a ``train_or_load`` train_step)."""
+    """One ECSPLAIN optimisation step (a ``train_or_load`` train_step) on the ResNet."""
 
     def __init__(self, cam_type: str, cam_paths: list[str], wClass: float, wSegm: float, segLoss: str, fraction: float, augment: bool = False):
         self.augment = augment
@@ -173,18 +155,16 @@ class EcsplainStep:
         self.segLoss = segLoss
         self.fraction = fraction
 
-    def __call__(self, module: EcsplainNet, items: list[Sample], opt: torch.optim.Optimizer) -> dict[str, float]:
-        for group in opt.param_groups:  # train_or_load makes a default Adam; use the authors' betas
-            group["betas"] = BETAS
-        device = next(module.parameters()).device
+    def __call__(self, net: nn.Module, items: list[Sample], opt: torch.optim.Optimizer) -> dict[str, float]:
+        device = next(net.parameters()).device
         x, mask, labels = _batch(items, device)
         if self.augment:
             x, mask = augment_batch(x, mask)
         if self.wSegm:
-            cam, logits = multilayer_cam(module.net, x, self.cam_paths, self.cam_type, create_graph=True, fraction=self.fraction)
+            cam, logits = multilayer_cam(net, x, self.cam_paths, self.cam_type, create_graph=True, fraction=self.fraction)
             seg = segmentation_loss(cam[:, 0], mask, self.segLoss)
         else:  # a plain classifier: the CAM is not part of the loss
-            logits, seg = module.net(x), None
+            logits, seg = net(x), None
         cls = F.binary_cross_entropy_with_logits(logits[:, 0], labels)
         loss = self.wClass * cls + (self.wSegm * seg if seg is not None else 0.0)
         opt.zero_grad()
@@ -206,6 +186,47 @@ def dataset_channels(dataset) -> int:
         if len(split):
             return int(split[0].image.shape[0])
     raise UserError("the dataset has no images; cannot tell the number of input channels")
+
+
+def train_cached(
+    plugin,
+    module: nn.Module,
+    ctx: LoadContext,
+    train_step: Callable[[nn.Module, list, torch.optim.Optimizer], dict[str, float]],
+    params: dict,
+    title: str,
+) -> tuple[nn.Module, float]:
+    """``module`` trained on the train split on first use (Adam with the authors' betas,
+    ``plugin.nb_epochs``, ``batch_size``, ``lr``, ``seed``), cached under a hash of ``params``
+    and the dataset, in eval mode on ``ctx.device``; and the seconds spent training (0 when
+    the weights came from the cache). Shared by ``ecsplain`` and the baselines."""
+    key = config_hash(model=plugin.name, params=params, dataset=ctx.dataset_key)
+    path = ctx.cache_dir / "models" / f"{plugin.name}-{key}.pt"
+    cached = path.is_file()
+    t0 = time.perf_counter()
+    module = train_or_load(
+        module,
+        path,
+        train_step,
+        ctx.dataset.split("train"),
+        epochs=plugin.nb_epochs,
+        batch_size=plugin.batch_size,
+        lr=plugin.lr,
+        seed=plugin.seed,
+        device=ctx.device,
+        title=title,
+        show_progress=ctx.show_progress,
+        optimizer=ADAM,
+    )
+    return module, 0.0 if cached else time.perf_counter() - t0
+
+
+class _Wrapped(nn.Module):
+    """Holds the ResNet as ``net``: the layout of checkpoints saved by earlier versions."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
 
 
 class Ecsplain:
@@ -232,17 +253,15 @@ class Ecsplain:
         augment: bool = True,
     ):
         """
-        cam_type: grad_cam, layer_cam, score_cam or norm_cam (the CAM constrained in training
-            and written to layer ``cam``).
+        cam_type: grad_cam, layer_cam, score_cam or norm_cam (the CAM constrained in training).
         model_type: resnet18 or resnet50 (timm, no pretrained weights).
         wSegm, wClass: weights of the segmentation (CAM) and classification losses.
         nb_epochs, lr, batch_size, seed: training (Adam, betas 0.5/0.999).
-        checkpoint: weights to load instead of training (a state dict of the timm ResNet or of
-            this plugin's wrapper).
+        checkpoint: weights to load instead of training (a state dict of the timm ResNet).
         segLoss: BCE or MSE between the CAM and the mask.
         width: channels of the first stage (64 = the standard ResNet; 16 trains fast on CPU).
         batch_norm: BatchNorm layers (the authors' networks have none).
-        cam_layers: layer aliases (or ``net.`` module paths) whose CAMs are averaged.
+        cam_layers: layer aliases (or module paths of the ResNet) whose CAMs are averaged.
         score_cam_fraction: share of each layer's channels Score-CAM uses in a training step.
         augment: random 90-degree rotations, flips and global phase offsets of the training tiles
             (:func:`xaibench_ecsplain.dataset.augment`; the authors use the phase offsets).
@@ -261,8 +280,8 @@ class Ecsplain:
             raise UserError(f"score_cam_fraction must be in (0, 1], got {score_cam_fraction}")
         if width < 1:
             raise UserError(f"width must be >= 1, got {width}")
-        if not cam_layers or "cam" in cam_layers:
-            raise UserError("cam_layers must name at least one feature map of the ResNet (not 'cam')")
+        if not cam_layers:
+            raise UserError("cam_layers must name at least one feature map of the ResNet")
         self.cam_type = cam_type
         self.model_type = model_type
         self.wSegm = float(wSegm)
@@ -282,27 +301,26 @@ class Ecsplain:
         self.train_seconds = 0.0
 
     def cam_paths(self) -> list[str]:
-        """Module paths (inside ``net``) of ``cam_layers``."""
+        """Module paths (in the ResNet) of ``cam_layers``; a leading ``net.`` (the module paths
+        of earlier versions of this package) is dropped."""
         out = []
         for layer in self.cam_layers:
             path = ALIASES.get(layer, layer)
-            if path == "cam":
-                raise UserError("cam_layers cannot contain 'cam'")
             out.append(path[len("net.") :] if path.startswith("net.") else path)
         return out
 
-    def build(self, in_chans: int) -> EcsplainNet:
+    def build(self, in_chans: int) -> nn.Module:
+        """The untrained ResNet (seeded)."""
         torch.manual_seed(self.seed)
         net = build_resnet(self.model_type, in_chans, self.width, self.batch_norm)
-        paths = self.cam_paths()
         modules = dict(net.named_modules())
-        for layer, path in zip(self.cam_layers, paths):
+        for layer, path in zip(self.cam_layers, self.cam_paths()):
             if path not in modules:
                 raise UserError(
                     f"cam_layers: {layer!r} is not a layer of {self.model_type}; use one of "
-                    f"{', '.join(a for a in ALIASES if a != 'cam')} or a module path such as 'layer3.1.act2'"
+                    f"{', '.join(ALIASES)} or a module path such as 'layer3.1.act2'"
                 )
-        return EcsplainNet(net, self.cam_type, paths)
+        return net
 
     def step(self) -> EcsplainStep:
         return EcsplainStep(self.cam_type, self.cam_paths(), self.wClass, self.wSegm, self.segLoss, self.score_cam_fraction, self.augment)
@@ -311,32 +329,18 @@ class Ecsplain:
         return {k: v for k, v in vars(self).items() if k not in ("checkpoint", "train_seconds")}
 
     def load(self, ctx: LoadContext) -> LoadedModel:
-        module = self.build(dataset_channels(ctx.dataset))
+        net = self.build(dataset_channels(ctx.dataset))
         self.train_seconds = 0.0
         if self.checkpoint:
             try:
-                load_checkpoint(module, self.checkpoint)
-            except UserError:
-                load_checkpoint(module.net, self.checkpoint)
-            module = module.to(ctx.device).eval()
+                load_checkpoint(net, self.checkpoint)
+            except UserError as error:  # maybe a checkpoint of the earlier wrapper (keys "net.*")
+                try:
+                    load_checkpoint(_Wrapped(net), self.checkpoint)
+                except UserError:
+                    raise error from None
+            net = net.to(ctx.device).eval()
         else:
-            key = config_hash(model=self.name, params=self.params(), dataset=ctx.dataset_key)
-            path = ctx.cache_dir / "models" / f"{self.name}-{key}.pt"
-            cached = path.is_file()
-            t0 = time.perf_counter()
-            module = train_or_load(
-                module,
-                path,
-                self.step(),
-                ctx.dataset.split("train"),
-                epochs=self.nb_epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                seed=self.seed,
-                device=ctx.device,
-                title=f"{self.name} ({self.model_type}, {self.cam_type}, wSegm={self.wSegm:g})",
-                show_progress=ctx.show_progress,
-            )
-            if not cached:
-                self.train_seconds = time.perf_counter() - t0
-        return LoadedModel(module=module, task="classifier", layers=dict(ALIASES))
+            title = f"{self.name} ({self.model_type}, {self.cam_type}, wSegm={self.wSegm:g})"
+            net, self.train_seconds = train_cached(self, net, ctx, self.step(), self.params(), title)
+        return LoadedModel(module=net, task="classifier", layers=dict(ALIASES))

@@ -3,8 +3,7 @@
 * datasets:   ``insar_moving_areas`` (synthetic, eq-insar), ``insar_folder`` (real tiles)
 * models:     ``ecsplain`` (CAM-constrained classifier); baselines ``unet``, ``resunet``,
               ``sepunet``, ``fcn``, ``deeplabv3``
-* explainers: ``norm_cam`` (per layer), ``ecsplain_cam`` (the fused CAM of an ecsplain model),
-              ``ecsplain_segmentation`` (the fused CAM where the classifier detects, else empty)
+* explainers: ``norm_cam`` (the paper's Norm-CAM; at one layer or a fused ``mean(...)`` layer)
 * metrics:    ``classification_accuracy``, ``classification_precision``,
               ``classification_recall``, ``classification_specificity``
 """
@@ -13,7 +12,7 @@ from __future__ import annotations
 
 from xaibench import hookimpl
 from xaibench_ecsplain.baselines import BASELINES
-from xaibench_ecsplain.cams import EcsplainCAM, EcsplainSegmentation, NormCAM
+from xaibench_ecsplain.cams import NormCAM
 from xaibench_ecsplain.dataset import InsarFolder, InsarMovingAreas
 from xaibench_ecsplain.metrics import METRICS
 from xaibench_ecsplain.model import Ecsplain
@@ -35,8 +34,6 @@ def register_models(register):
 @hookimpl
 def register_explainers(register):
     register(NormCAM)
-    register(EcsplainCAM)
-    register(EcsplainSegmentation)
 
 
 @hookimpl
