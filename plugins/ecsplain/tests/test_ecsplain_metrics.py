@@ -8,6 +8,7 @@ import pytest
 import torch
 from xaibench_ecsplain.metrics import (
     ClassificationAccuracy,
+    ClassificationF1,
     ClassificationPrecision,
     ClassificationRecall,
     ClassificationSpecificity,
@@ -59,8 +60,20 @@ def test_classifier_metrics_per_image_and_their_means():
     assert rec.nanmean().item() == pytest.approx(2 / 3)  # TP / (TP + FN)
     assert prec.nanmean().item() == pytest.approx(2 / 3)  # TP / (TP + FP)
     assert spec.nanmean().item() == pytest.approx(2 / 3)  # TN / (TN + FP)
-    for m in (ClassificationAccuracy, ClassificationPrecision, ClassificationRecall):
+    for m in (ClassificationAccuracy, ClassificationPrecision, ClassificationRecall, ClassificationSpecificity, ClassificationF1):
         assert m.uses_threshold is False and m.perturbation is None and m.direction == "higher"
+        assert m.uses_map is False  # model-level: one cell per model
+
+
+def test_classification_f1_values_and_dataset_statistic():
+    f1 = ClassificationF1().compute(_ctx(LOGITS, LABELS))
+    assert _same(f1, [1, 0, 0, NAN, 1, NAN])  # TP, FP, FN, TN, TP, TN
+    ok = f1[~torch.isnan(f1)].numpy()
+    assert ClassificationF1.aggregate(ok) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # 2 TP / (2 TP + FP + FN)
+    assert ClassificationF1.aggregate(ok) != pytest.approx(ok.mean())
+    # F1 = 2 P R / (P + R) from the precision and recall of the same images
+    p, r = ClassificationPrecision().compute(_ctx(LOGITS, LABELS)).nanmean(), ClassificationRecall().compute(_ctx(LOGITS, LABELS)).nanmean()
+    assert ClassificationF1.aggregate(ok) == pytest.approx(float(2 * p * r / (p + r)))
 
 
 def test_segmenter_is_positive_when_its_mask_is_not_empty():

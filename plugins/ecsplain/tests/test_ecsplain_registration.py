@@ -11,7 +11,7 @@ OURS = {
     "datasets": ["insar_moving_areas", "insar_folder"],
     "models": ["ecsplain", "unet", "resunet", "sepunet", "fcn", "deeplabv3"],
     "explainers": ["norm_cam"],
-    "metrics": ["classification_accuracy", "classification_precision", "classification_recall", "classification_specificity"],
+    "metrics": ["classification_accuracy", "classification_precision", "classification_recall", "classification_specificity", "classification_f1"],
 }
 
 

@@ -7,6 +7,7 @@ import math
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import xaibench
@@ -46,7 +47,7 @@ layers = ["output"]
 [grid]
 thresholds = [0.5]
 threshold_sweep = 1
-metrics = ["localization_iou", "hausdorff", "auroc", "mae", "classification_accuracy", "classification_recall", "classification_precision"]
+metrics = ["localization_iou", "hausdorff", "auroc", "mae", "classification_accuracy", "classification_recall", "classification_precision", "classification_f1"]
 
 [metric_params.localization_iou]
 images = "with_object"
@@ -67,18 +68,25 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     df = xaibench.run(path, out=tmp_path / "run")
     assert set(df["model"]) == {"ecsplain-norm_cam", "unet"}
     assert set(df["dataset"]) == {"insar_moving_areas"}
-    got = set(zip(df["model"], df["explainer"], df["layer"]))
+    maps = df[df["explainer"] != ""]
+    got = set(zip(maps["model"], maps["explainer"], maps["layer"]))
     fused = {lay for _, _, lay in got if lay.startswith("mean(")}
     assert len(fused) == 1
     assert got == {(m, e, lay) for m in ["ecsplain-norm_cam"] for e in ["norm_cam", "grad_cam"] for lay in ["c1", "conv2", *fused]} | {
         ("unet", "model_output", "output"),
     }
+    # model-level metrics: one cell per model, explainer / layer / threshold empty
     acc = df[df["metric"] == "classification_accuracy"]
-    assert len(acc) == 4 * (2 * 3 + 1) and acc["value"].isin([0.0, 1.0]).all()  # images x (explainer, layer) cells
-    assert (acc["threshold"] == "").all()
-    # classifier metrics do not depend on the explainer or layer of a model
-    per_model = acc.groupby(["model", "image_id"])["value"].nunique()
-    assert (per_model == 1).all()
+    assert len(acc) == 4 * 2 and acc["value"].isin([0.0, 1.0]).all()
+    assert (acc[["explainer", "layer", "threshold"]] == "").all().all()
+    # classification_f1's dataset statistic is the F1 of the detections, not the mean
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv", keep_default_na=False)
+    for model in ("ecsplain-norm_cam", "unet"):
+        f1 = df[(df["model"] == model) & (df["metric"] == "classification_f1")]["value"].dropna()  # 1 = TP, 0 = FP or FN
+        row = summary[(summary["model"] == model) & (summary["metric"] == "classification_f1")]
+        assert len(row) == 1 and row["statistic"].iloc[0] == "f1"
+        expected = 2 * f1.sum() / (2 * f1.sum() + (f1 == 0).sum()) if len(f1) else math.nan
+        assert float(row["mean"].iloc[0]) == pytest.approx(expected, nan_ok=True)
     iou = df[df["metric"] == "localization_iou"]
     assert set(iou["threshold"]) == {"0.5"}
     assert all(math.isnan(v) or 0 <= v <= 1 for v in iou["value"])

@@ -2,18 +2,20 @@
 
 They read the image-level labels (``ctx.labels``; where a dataset has none, a label is 1 when
 the ground-truth mask has a foreground pixel) and the model's logits on the clean images, and
-ignore the heatmap, so every explainer / layer cell of a model gets the same values. Each
-returns per-image values whose mean over the non-NaN images is the dataset statistic:
+no heatmap: they are model-level metrics (``uses_map = False``), so the grid gives each model
+one cell (explainer, layer and threshold empty). Each returns per-image values whose mean over
+the non-NaN images is the dataset statistic:
 
 * ``classification_accuracy``  -- 1 if the prediction equals the label, else 0;
 * ``classification_recall``    -- on label-1 images: 1 if predicted positive, else 0; NaN on
   label-0 images (mean = TP / (TP + FN));
 * ``classification_precision`` -- on predicted-positive images: 1 if the label is 1, else 0;
   NaN on predicted-negative images (mean = TP / (TP + FP));
-* ``classification_specificity`` -- on label-0 images: 1 if predicted negative, else 0.
-
-F1 = 2 P R / (P + R) is not a mean of per-image values, so it is not a metric here; compute
-it from the precision and recall means of a cell.
+* ``classification_specificity`` -- on label-0 images: 1 if predicted negative, else 0;
+* ``classification_f1`` -- 1 on a true positive, 0 on a false positive or negative, NaN on a
+  true negative. Its dataset statistic is not the mean m = TP / (TP + FP + FN) but the F1
+  2 TP / (2 TP + FP + FN) = 2 m / (1 + m) (the metric's ``aggregate``, which the core's
+  summary, bootstrap CIs and leaderboard use).
 
 What "predicted positive" means:
 
@@ -26,6 +28,7 @@ What "predicted positive" means:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from xaibench.errors import UserError
@@ -57,6 +60,7 @@ class _Classification:
     direction = "higher"
     uses_threshold = False
     perturbation = None
+    uses_map = False  # one cell per model: the values do not depend on an explainer or layer
 
     def __init__(self, min_pixels: int = 1):
         """min_pixels: foreground pixels a segmenter must predict to call an image positive."""
@@ -113,4 +117,22 @@ class ClassificationSpecificity(_Classification):
         return _where(~label, ~pred)
 
 
-METRICS = (ClassificationAccuracy, ClassificationPrecision, ClassificationRecall, ClassificationSpecificity)
+class ClassificationF1(_Classification):
+    """Image-level F1 of the detections: 1 on a true positive, 0 on a false positive or negative,
+    NaN on a true negative; dataset statistic F1 = 2 m / (1 + m) with m the mean."""
+
+    name = "classification_f1"
+    statistic = "f1"
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        pred, label = self._pair(ctx)
+        return _where(pred | label, pred & label)
+
+    @staticmethod
+    def aggregate(values: np.ndarray) -> float:
+        """F1 = 2 TP / (2 TP + FP + FN) from the per-image values (m = TP / (TP + FP + FN))."""
+        m = float(np.mean(values))
+        return 2 * m / (1 + m)
+
+
+METRICS = (ClassificationAccuracy, ClassificationPrecision, ClassificationRecall, ClassificationSpecificity, ClassificationF1)
