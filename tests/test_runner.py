@@ -271,3 +271,17 @@ def test_a_model_level_metric_is_computed_once_per_model(first_run, tmp_path):
     assert len(got[got.metric != "foreground_share"]) == len(df)  # the map cells are unchanged
     board = (out / "leaderboard.md").read_text()
     assert "### foreground_share" in board and "| (model) |" in board
+
+
+def test_the_manifest_counts_the_maps_of_every_model(first_run, tmp_path):
+    from tests.conftest import TINY_CONFIG
+
+    model = TINY_CONFIG[TINY_CONFIG.index("[model]") : TINY_CONFIG.index("[grid]")]
+    body = model.replace("[model]", "[[models]]")
+    two = TINY_CONFIG.replace(model, body.replace("epochs = 1", 'label = "a"\nepochs = 1\nexplainers = ["grad_cam", "layer_cam"]') + body.replace("epochs = 1", 'label = "b"\nepochs = 2\nexplainers = ["grad_cam"]\nlayers = ["decoder1"]'))
+    (tmp_path / "two.toml").write_text(two)
+    xaibench.run(tmp_path / "two.toml", tmp_path / "o", show_progress=False)
+    timings = json.loads((tmp_path / "o" / "manifest.json").read_text())["timings"]
+    # model a: grad_cam's maps at 2 layers are cached (per image) by first_run, layer_cam's 2 x 2 batches are new;
+    # model b: 1 map x 2 batches, new
+    assert timings["heatmaps_computed"] == 4 + 2 and timings["heatmap_cache_hits"] == 2 * IMAGES

@@ -249,12 +249,9 @@ def _execute(p: Plan, units, samples, store: ResultStore, done, dev, counter, ti
         for unit, result, worker in run(p, units, samples, done, dev, counter, show_progress):
             store.append(result.rows)
             for k, v in result.timings.items():
-                timings[k] = timings.get(k, 0.0) + v
+                timings[k] = timings.get(k, 0) + v
             if worker is not None:
                 timings[f"model_load_s[{worker.mp.ref.label}]"] = worker.load_s
-                timings["heatmap_cache_hits"] = timings.get("heatmap_cache_hits", 0) + worker.engine.cache.hits
-                timings["heatmaps_computed"] = len(worker.engine.computed)
-                worker.engine.cache.hits = 0
             if result.maps is not None and not gallery.exists() and unit.model_index == 0:
                 batch = [samples[i] for i in unit.sample_indices]
                 paths = worker.layer_paths

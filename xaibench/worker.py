@@ -90,6 +90,7 @@ class BatchWorker:
         ids = [s.image_id for s in samples]
         labels = None if any(s.label is None for s in samples) else torch.tensor([s.label for s in samples], device=dev)
         pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing if c.explainer))  # model-level cells need no map
+        computed, hits = len(self.engine.computed), self.engine.cache.hits
         t1 = time.perf_counter()
         maps = self.engine.run(images, list(paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
         t2 = time.perf_counter()
@@ -97,7 +98,12 @@ class BatchWorker:
         regular = [c for c in missing if c.metric != sanity_check.METRIC]
         scored = evaluate_batch(regular, self.plan.metrics, maps, paths, images, truth, fill, self.forward, config.run.chunk_size, labels)
         scored += self._sanity([c for c in missing if c.metric == sanity_check.METRIC], images, truth, maps)
-        timings = {"heatmaps_s": t2 - t1, "metrics_s": time.perf_counter() - t2}
+        timings = {
+            "heatmaps_s": t2 - t1,
+            "metrics_s": time.perf_counter() - t2,
+            "heatmaps_computed": len(self.engine.computed) - computed,  # counts for this batch only: the runner sums them
+            "heatmap_cache_hits": self.engine.cache.hits - hits,
+        }
         return BatchResult(self._rows(scored, ids, done), maps, timings)
 
     def _sanity(self, checks: list[Cell], images, truth, maps: BatchMaps) -> list:
