@@ -41,3 +41,22 @@ def test_sanity_section_flags_insensitive_methods():
     section = md.split("## Sanity check")[1]
     assert "| m | random | l |" in section and "insensitive" in section.split("| m | random")[1].splitlines()[0]
     assert "passes" in section.split("| m | grad_cam")[1].splitlines()[0]
+
+
+def test_rankings_test_every_row_against_rank_one_across_models():
+    """One explainer per model: ``p vs best`` (same model, layer, threshold) has nothing to
+    compare, ``p vs #1`` tests each row against the ranking's first row, paired by image."""
+    rows = []
+    for model, shift in (("good", 0.3), ("close", 0.3), ("bad", 0.0)):
+        for i in range(12):
+            noise = 0.001 * ((i * 7) % 5) if model == "close" else 0.0
+            rows.append(dict(dataset="d", model=model, explainer="cam", layer="l", threshold="0.5", perturbation="", metric="localization_f1", image_id=f"i{i}", value=shift + 0.02 * i + noise, direction="higher"))
+    df = pd.DataFrame(rows)
+    md = render(df, summarize(df), "t")
+    table = md.split("### localization_f1")[1]
+    assert "p vs best | p vs #1 |" in table
+    line = {r.split(" | ")[1]: r for r in table.splitlines() if r.startswith("| ") and " | cam | " in r}
+    assert line["close"].startswith("| 1 ") and line["close"].endswith("| best | #1 |")  # the noise puts it first
+    # close - good: 9 positive differences, 3 zeros (dropped): exact two-sided p = 2 / 2**9
+    assert line["good"].endswith(f"| best | {2 / 2**9:.3f} * |")
+    assert line["bad"].split(" | ")[-1].rstrip(" |").endswith("*")

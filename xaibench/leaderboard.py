@@ -1,8 +1,9 @@
 """Markdown leaderboards from a run's tidy results and summary.
 
 Every table ranks in the metric's declared direction and shows the mean with its 95%
-bootstrap CI; ``p`` is the paired Wilcoxon test against the best method of the column
-(a blank p marks the best). The WHU study's three analyses get their own sections:
+bootstrap CI; ``p vs best`` is the paired Wilcoxon test against the best explainer of the
+column (same model, layer and threshold; ``best`` marks it) and ``p vs #1`` the same test
+against the first row of a ranking. The WHU study's three analyses get their own sections:
 (a) best method per perturbation mode and threshold, (b) ranking by IoU drop,
 (c) one layer against the other for each method and metric.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xaibench.stats import bootstrap_ci
+from xaibench.stats import CELL, bootstrap_ci, paired_p, values_by_cell
 
 MODE_NAMES = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target"}
 ARROW = {"higher": "↑", "lower": "↓"}
@@ -29,11 +30,12 @@ def _ci(row) -> str:
     return f"{_fmt(row['mean'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
 
 
-def _p(row) -> str:
-    if row.get("best"):
-        return "best"
-    p = row.get("p_vs_best")
+def _pval(p: float | None) -> str:
     return "–" if p is None or (isinstance(p, float) and math.isnan(p)) else (f"{p:.3f}" + (" *" if p < 0.05 else ""))
+
+
+def _p(row) -> str:
+    return "best" if row.get("best") else _pval(row.get("p_vs_best"))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -47,20 +49,31 @@ def _sorted(block: pd.DataFrame) -> pd.DataFrame:
     return block.dropna(subset=["mean"]).sort_values("mean", ascending=not higher, kind="stable")
 
 
-def rankings(summary: pd.DataFrame, top: int = 10) -> str:
-    """Per metric (and perturbation mode): the top cells, best first."""
+def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: int = 10) -> str:
+    """Per metric (and perturbation mode): the top cells, best first. With ``results``, a
+    ``p vs #1`` column: the paired Wilcoxon test of each row against the ranking's first row, on
+    the images both have (a ranking mixes explainers, layers, thresholds and models, while
+    ``p vs best`` only compares the explainers of one model, layer and threshold)."""
+    values = values_by_cell(results) if results is not None else None
     parts = []
     for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
         block = _sorted(block)
         if block.empty:
             continue
         title = f"### {metric}" + (f" — {MODE_NAMES.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
+        head = block.head(top)
         rows = [
             [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
-            for i, (_, r) in enumerate(block.head(top).iterrows())
+            for i, (_, r) in enumerate(head.iterrows())
         ]
-        stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
-        parts.append(title + "\n\n" + _table(["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"], rows))
+        header = ["rank", "model", "explainer", "layer", "threshold", f"{block['statistic'].iloc[0] if 'statistic' in block else 'mean'} [95% CI]", "n", "p vs best"]
+        if values is not None:
+            first = values.get(tuple(head.iloc[0][CELL]))
+            for row, (i, (_, r)) in zip(rows, enumerate(head.iterrows())):
+                other = values.get(tuple(r[CELL]))
+                row.append("#1" if i == 0 else _pval(paired_p(other, first) if first is not None and other is not None else None))
+            header.append("p vs #1")
+        parts.append(title + "\n\n" + _table(header, rows))
     return "\n\n".join(parts)
 
 
@@ -166,13 +179,14 @@ def render(results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench 
         f"Dataset: {datasets} · model: {models} · images: {n_images} · rows: {len(results)}",
         "",
         "Means with 95% bootstrap confidence intervals over images; `p vs best` is the paired Wilcoxon signed-rank",
-        "test against the best method of the same column (`*`: p < 0.05, a real difference).",
+        "test against the best explainer of the same model, layer and threshold, `p vs #1` the same test against",
+        "the first row of the ranking (`*`: p < 0.05, a real difference).",
     ]
     sections = [
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
-        ("Rankings per metric", rankings(summary[summary["metric"] != "sanity_rank_correlation"])),
+        ("Rankings per metric", rankings(summary[summary["metric"] != "sanity_rank_correlation"], results)),
         ("Best threshold per method", best_thresholds(summary)),
         ("Sanity check: model randomisation", sanity_table(summary)),
     ]

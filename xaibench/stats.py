@@ -82,14 +82,35 @@ def metric_aggregates(metrics: Mapping[str, object]) -> dict[str, Aggregate]:
     return out
 
 
+def paired_p(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of per-image values ``a`` against ``b`` (both
+    indexed by image id), on the images where both have a value: 1.0 when every difference is
+    0, NaN with fewer than 2 pairs."""
+    pair = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    if len(pair) < 2:
+        return np.nan
+    if np.allclose(pair["a"] - pair["b"], 0):
+        return 1.0
+    return float(stats.wilcoxon(pair["a"], pair["b"]).pvalue)
+
+
+def values_by_cell(df: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """Each cell's per-image values, indexed by image id, keyed by the tuple of its ``CELL`` columns."""
+    return {
+        key: pd.Series(g["value"].to_numpy(dtype=float), index=g["image_id"].to_numpy()).groupby(level=0).first()
+        for key, g in df.groupby(CELL, sort=False, dropna=False)
+    }
+
+
 def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Columns ``best`` (this cell is the best explainer of its column) and ``p_vs_best``: the
-    Wilcoxon signed-rank p-value of this explainer against the best one on the same images,
-    within each (layer, threshold, perturbation, metric) column."""
+    Wilcoxon signed-rank p-value (:func:`paired_p`) of this explainer against the best one on
+    the same images, within each (dataset, model, layer, threshold, perturbation, metric) column."""
     summary = summary.copy()
     summary["best"] = False
     summary["p_vs_best"] = np.nan
     column = ["dataset", "model", "layer", "threshold", "perturbation", "metric"]
+    values = values_by_cell(df)
     for _, idx in summary.groupby(column, dropna=False).groups.items():
         block = summary.loc[idx].dropna(subset=["mean"])
         if block.empty:
@@ -97,19 +118,8 @@ def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         higher = block["direction"].iloc[0] == "higher"
         best = block["mean"].idxmax() if higher else block["mean"].idxmin()
         summary.loc[best, "best"] = True
-        sel = df
-        for c in column:
-            sel = sel[sel[c] == summary.loc[best, c]]
-        per = sel.pivot_table(index="image_id", columns="explainer", values="value", aggfunc="first")
-        b = summary.loc[best, "explainer"]
+        b = values[tuple(summary.loc[best, CELL])]
         for i in block.index:
-            e = summary.loc[i, "explainer"]
-            if e == b or e not in per or b not in per:
-                continue
-            pair = per[[e, b]].dropna()
-            diff = pair[e] - pair[b]
-            if len(pair) < 2 or np.allclose(diff, 0):
-                summary.loc[i, "p_vs_best"] = 1.0 if len(pair) >= 2 else np.nan
-                continue
-            summary.loc[i, "p_vs_best"] = float(stats.wilcoxon(pair[e], pair[b]).pvalue)
+            if i != best:
+                summary.loc[i, "p_vs_best"] = paired_p(values[tuple(summary.loc[i, CELL])], b)
     return summary
