@@ -14,7 +14,7 @@ def _step(module, items, opt):
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return {"loss": float(loss)}
+    return {"loss": loss.item()}
 
 
 def test_optimizer_factory_is_used_and_the_result_is_cached(tmp_path):
