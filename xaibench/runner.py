@@ -276,5 +276,5 @@ def _print_top(summary: pd.DataFrame) -> None:
         r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
         ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         model = (r["model"],) if several else ()
-        table.add_row(metric, short.get(pert, pert or "–"), *model, r["explainer"], r["layer"], r["threshold"] or "–", ci)
+        table.add_row(metric, short.get(pert, pert or "–"), *model, r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci)
     console.print(table)
