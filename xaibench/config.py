@@ -11,7 +11,7 @@ Layout::
     [model]      name, + the model plugin's parameters
     [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
-    [run]        batch_size, chunk_size, fill, target, class_id, device, sanity (all optional)
+    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, sanity (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
 """
 
@@ -70,6 +70,7 @@ class RunOptions:
     device: str = "cpu"
     sanity: bool = False
     class_id: int = -1  #: the class explained; -1: class 1 for segmentation, the predicted class for classifiers
+    tf32: bool = False  #: let CUDA convolutions and matmuls use TF32 (faster, ~1e-3 relative error)
 
 
 @dataclass(frozen=True)
@@ -246,12 +247,13 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         device=r.get("device", str, "cpu", DEVICES),
         sanity=r.get("sanity", bool, False),
         class_id=r.get("class_id", int, -1),
+        tf32=r.get("tf32", bool, False),
     )
     if run.batch_size < 1 or run.chunk_size < 1:
         raise r.fail("batch_size" if run.batch_size < 1 else "chunk_size", "must be >= 1")
     if run.class_id < -1:
         raise r.fail("class_id", "must be a class id >= 0, or -1 for the default")
-    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id"))
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32"))
 
     params = {}
     for section in ("explainer_params", "metric_params"):

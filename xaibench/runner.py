@@ -24,6 +24,7 @@ from xaibench import leaderboard, plots
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
+from xaibench.devices import cuda_precision, resolve_device
 from xaibench.errors import UserError
 from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
@@ -130,10 +131,7 @@ def run_benchmark(
     if executor not in ("local", "ray"):
         raise UserError(f"--executor {executor!r} is not one of 'local', 'ray'")
     p = plan(config, registry, sanity)
-    device_name = device or config.run.device
-    if device_name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available on this machine; use --device cpu")
-    dev = torch.device(device_name)
+    dev = resolve_device(device or config.run.device)
 
     try:
         samples = p.dataset.split(config.split)
@@ -165,7 +163,8 @@ def run_benchmark(
             done = store.done()
             units = _units(p, samples, done, config.run.batch_size)
             if units:
-                _execute(p, units, samples, store, done, dev, counter, timings, show_progress, out_dir, executor)
+                with cuda_precision(dev, config.run.tf32):
+                    _execute(p, units, samples, store, done, dev, counter, timings, show_progress, out_dir, executor)
             df = store.read()
             t1 = time.perf_counter()
             summary = summarize(df, config.seed, metric_aggregates(p.metrics))
