@@ -260,20 +260,28 @@ def _execute(p: Plan, units, samples, store: ResultStore, done, dev, counter, ti
 
 
 def _print_top(summary: pd.DataFrame) -> None:
-    """A closing table: the best cell of each metric (and perturbation mode)."""
+    """A closing table: the best cell of each metric (and perturbation mode). Columns that say
+    nothing (no mode, one model) are left out; long names fold, the numbers never do."""
     from rich.table import Table
 
     short = {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
-    several = summary["model"].nunique() > 1  # one model: its name is in the header already
-    table = Table(title="best cell per metric (full ranking in leaderboard.md)")
-    for c in ("metric", "mode") + (("model",) if several else ()) + ("explainer", "layer", "thr", "mean [95% CI]"):
-        table.add_column(c, no_wrap=True)
+    header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"]
+    rows = []
     for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
         block = block.dropna(subset=["mean"])
         if block.empty:
             continue
         r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
         ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        model = (r["model"],) if several else ()
-        table.add_row(metric, short.get(pert, pert or "–"), *model, r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci)
+        rows.append([metric, short.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci])
+    keep = [
+        i for i, name in enumerate(header)
+        if not (name == "model" and summary["model"].nunique() < 2)  # one model: its name is in the header already
+        and not (name in ("mode", "thr") and all(row[i] == "–" for row in rows))
+    ]
+    table = Table(title="best cell per metric (full ranking in leaderboard.md)")
+    for i in keep:
+        table.add_column(header[i], no_wrap=header[i] in ("mode", "thr", "mean [95% CI]"), overflow="fold")
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
