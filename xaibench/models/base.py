@@ -40,7 +40,8 @@ class LoadedModel:
 
     task: ``binary`` (logits [B, 1, H, W], sigmoid), ``multiclass`` (logits [B, C, H, W],
     softmax) or ``classifier`` (logits [B, C]; C == 1 means a sigmoid classifier).
-    layers: alias -> module path (e.g. ``decoder1 -> decoder.blocks.4``).
+    layers: alias -> module path (e.g. ``decoder1 -> decoder.blocks.4``), or -> a fused layer of
+    other aliases or paths (e.g. ``cam -> "mean(c1, conv2, conv3)"``).
     tail: module path -> :class:`Tail` or None where the model cannot be split there.
     randomizable: module paths re-initialised by the model-randomisation sanity check.
     """
@@ -74,7 +75,11 @@ class LoadedModel:
         """
         parts = fused_parts(layer) if isinstance(layer, str) else None
         if parts is not None:
-            return "mean(" + ",".join(self.resolve_layer(p) for p in parts) + ")"
+            paths = [self.resolve_layer(p) for p in parts]
+            nested = [p for p, path in zip(parts, paths) if fused_parts(path) is not None]
+            if nested:
+                raise UserError(f"fused layer {layer!r}: {nested[0]!r} is itself a fused layer, and fused layers do not nest")
+            return "mean(" + ",".join(paths) + ")"
         if layer == "output":
             return ""
         if isinstance(layer, nn.Module):
@@ -83,7 +88,8 @@ class LoadedModel:
                     return path
             raise UserError(f"layer {type(layer).__name__} is not a module of this model")
         if layer in self.layers:
-            return self.layers[layer]
+            value = self.layers[layer]
+            return self.resolve_layer(value) if fused_parts(value) is not None else value
         paths = [p for p, _ in self.module.named_modules() if p]
         if layer in paths:
             return layer
@@ -91,13 +97,19 @@ class LoadedModel:
 
     def layer_name(self, path: str) -> str:
         """The alias of ``path`` if it has one, else the path itself (used in results)."""
+        for alias, p in self.layers.items():
+            if p == path or (fused_parts(p) is not None and self._resolves_to(p, path)):
+                return alias
         parts = fused_parts(path)
         if parts is not None:
             return "mean(" + ",".join(self.layer_name(p) for p in parts) + ")"
-        for alias, p in self.layers.items():
-            if p == path:
-                return alias
         return path or "output"
+
+    def _resolves_to(self, layer: str, path: str) -> bool:
+        try:
+            return self.resolve_layer(layer) == path
+        except UserError:  # a broken alias names nothing; using it is what reports it
+            return False
 
 
 def fused_parts(layer: str) -> list[str] | None:
