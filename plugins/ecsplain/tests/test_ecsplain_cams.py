@@ -133,6 +133,7 @@ def test_engine_fused_layer_gives_the_training_time_cam(cam_type, tmp_path):
     loaded = plugin.load(ctx)  # the model as the benchmark sees it (aliases, eval mode)
     x = torch.stack([s.image for s in data.split("test")])
     core = xaibench.explain(loaded, x, cam_type, fused_layer())
+    assert torch.equal(xaibench.explain(loaded, x, cam_type, "cam"), core)  # the alias of the model's own cam_layers
     ours, _ = multilayer_cam(loaded.module, x, plugin.cam_paths(), cam_type)
     assert core.shape == ours[:, 0].shape == (8, 64, 64)
     assert float(ours.amax()) > 0.5  # not two empty maps

@@ -343,4 +343,5 @@ class Ecsplain:
         else:
             title = f"{self.name} ({self.model_type}, {self.cam_type}, wSegm={self.wSegm:g})"
             net, self.train_seconds = train_cached(self, net, ctx, self.step(), self.params(), title)
-        return LoadedModel(module=net, task="classifier", layers=dict(ALIASES))
+        # "cam": the ECSPLAIN CAM's fused layer over this model's own cam_layers
+        return LoadedModel(module=net, task="classifier", layers={**ALIASES, "cam": fused_layer(self.cam_layers)})
