@@ -159,3 +159,36 @@ def test_run_options_and_their_errors():
 def test_metric_params_for_a_metric_not_in_the_grid_is_an_error():
     with pytest.raises(UserError, match=r"\[metric_params.pointing_game\]"):
         plan(parse_config({**BASE, "metric_params": {"pointing_game": {"tolerance": 3}}}, "x.toml"))
+
+
+def _two_models(**second):
+    d = {k: v for k, v in BASE.items() if k != "model"}
+    d["grid"] = {**BASE["grid"], "explainers": ["score_cam", "segx"]}
+    d["explainer_params"] = {"score_cam": {"baseline": True}, "segx": {"base": "grad_cam"}}
+    d["models"] = [{"name": "smp_unet", "label": "a"}, {"name": "smp_unet", "label": "b", **second}]
+    return d
+
+
+def test_a_model_overrides_the_benchmarks_explainer_parameters_key_by_key():
+    c = parse_config(_two_models(explainer_params={"score_cam": {"fill": 0.5}, "segx": {"base": "score_cam"}}), "x.toml")
+    assert c.models[1].explainer_params == {"score_cam": {"fill": 0.5}, "segx": {"base": "score_cam"}}
+    p = plan(c)
+    a, b = (m.explainers for m in p.models)
+    assert (a["score_cam"].fill, a["score_cam"].baseline) == (0.0, True)
+    assert (b["score_cam"].fill, b["score_cam"].baseline) == (0.5, True)  # fill from the model, baseline from the benchmark
+    assert a["segx"].base == "grad_cam" and b["segx"].base == "score_cam" and "grad_cam" in a and "grad_cam" not in b
+    # a model's explainers and their parameters are its part of the grid, not of the setup
+    assert c.identity() == parse_config(_two_models(explainers=["score_cam"]), "x.toml").identity() == parse_config(_two_models(), "x.toml").identity()
+
+
+@pytest.mark.parametrize(
+    "second, words",
+    [
+        ({"explainer_params": {"score_cam": 0.5}}, r"models\[1\]\.explainer_params\.score_cam: must be a table"),
+        ({"explainer_params": {"eigen_cam": {}}}, r"\[\[models\]\] 'b': explainer_params.eigen_cam: 'eigen_cam' is not an explainer of this model"),
+        ({"explainer_params": {"score_cam": {"fil": 0.5}}}, r"\[\[models\]\] 'b' explainer_params.score_cam.*unknown key 'fil'"),
+    ],
+)
+def test_errors_in_a_models_explainer_parameters(second, words):
+    with pytest.raises(UserError, match=words):
+        plan(parse_config(_two_models(**second), "x.toml"))

@@ -322,3 +322,25 @@ def test_closing_table_leaves_out_columns_that_say_nothing_and_keeps_numbers_who
     assert "model" in header and "mode" not in header and "thr" not in header
     assert "0.610 [0.550, 0.670]" in text and "0.984 [0.953, 1.000]" in text and "(model)" in text
     assert "…" not in text  # nothing cut off: long names fold onto more lines
+
+
+def test_a_models_own_explainer_parameters_are_used_and_kept_on_resume(first_run, tmp_path):
+    from tests.conftest import TINY_CONFIG
+
+    model = TINY_CONFIG[TINY_CONFIG.index("[model]") : TINY_CONFIG.index("[grid]")]
+    body = model.replace("[model]", "[[models]]")
+
+    def config(fill: float) -> str:
+        b = body.replace("epochs = 1", 'label = "b"\nepochs = 1') + f"[models.explainer_params.score_cam]\nfill = {fill}\n\n"
+        text = TINY_CONFIG.replace(model, body.replace("epochs = 1", 'label = "a"\nepochs = 1') + b)
+        return text.replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["score_cam"]').replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder1"]')
+
+    (tmp_path / "c.toml").write_text(config(0.5))
+    df = xaibench.run(tmp_path / "c.toml", tmp_path / "o", show_progress=False)
+    conf = df[(df.metric == "confidence")].pivot_table(index=["threshold", "perturbation", "image_id"], columns="model", values="value")
+    assert (conf["a"] - conf["b"]).abs().max() > 1e-3  # same weights, other Score-CAM fill: other maps
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["config"]["models"][1]["explainer_params"] == {"score_cam": {"fill": 0.5}}
+    (tmp_path / "c2.toml").write_text(config(0.25))
+    with pytest.raises(UserError, match=r"\[\[models\]\] 'b' explainer_params.score_cam differs"):
+        xaibench.run(tmp_path / "c2.toml", tmp_path / "o", show_progress=False)

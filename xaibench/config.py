@@ -44,11 +44,14 @@ class PluginRef:
 @dataclass(frozen=True)
 class ModelRef(PluginRef):
     """A model of the benchmark: plugin name, parameters, the label it gets in results, and
-    optional per-model ``explainers`` / ``layers`` that replace the grid's for this model."""
+    optional per-model ``explainers`` / ``layers`` that replace the grid's for this model, and
+    ``explainer_params`` that override the benchmark's for this model."""
 
     label: str = ""
     explainers: tuple[str, ...] = ()
     layers: tuple[str, ...] = ()
+    #: explainer -> parameters, overriding ``[explainer_params.NAME]`` key by key for this model
+    explainer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class Config:
         d = self.as_dict()
         for k in ("grid", "description", "explainer_params", "metric_params"):
             d.pop(k)
+        # a model's explainers, layers and explainer parameters are its part of the grid (blanked,
+        # not dropped, so that the identities of configs without them stay what they were)
+        d["models"] = [{**{k: v for k, v in m.items() if k != "explainer_params"}, "explainers": (), "layers": ()} for m in d["models"]]
         d["run"] = {"fill": self.run.fill, "target": self.run.target, "class_id": self.run.class_id}
         return _hash(d)
 
@@ -210,7 +216,11 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         label = m.get("label", str, mname)
         mex = m.str_list("explainers", [])
         mlayers = m.str_list("layers", [])
-        models.append(ModelRef(mname, m.rest(), label, mex, mlayers))
+        mparams = m.get("explainer_params", dict, {})
+        for k, v in mparams.items():
+            if not isinstance(v, dict):
+                raise m.fail(f"explainer_params.{k}", "must be a table of parameters")
+        models.append(ModelRef(mname, m.rest(), label, mex, mlayers, {k: dict(v) for k, v in mparams.items()}))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         dup = next(l for l in labels if labels.count(l) > 1)

@@ -82,7 +82,10 @@ class Plan:
             names = registry.expand("explainers", ref.explainers or config.grid.explainers)
             explainers: dict[str, Any] = {}
             for n in names:
-                self._explainer(explainers, n)
+                self._explainer(explainers, n, ref)
+            for n in ref.explainer_params:
+                if n not in explainers:
+                    raise UserError(f"{where}: explainer_params.{n}: {n!r} is not an explainer of this model ({', '.join(sorted(explainers))})")
             used_explainers |= set(explainers)
             layers = ref.layers or config.grid.layers
             cells = expand(ref.label, names, layers, config.thresholds(), config.grid.perturbations, self.metrics, src)
@@ -96,16 +99,21 @@ class Plan:
         self.used = [("explainers", n) for n in sorted(used_explainers)] + [("metrics", n) for n in self.metrics]
         self.used += [("datasets", config.dataset.name)] + [("models", m.ref.name) for m in self.models]
 
-    def _explainer(self, into: dict[str, Any], name: str, stack: tuple = ()) -> None:
+    def _explainer(self, into: dict[str, Any], name: str, ref: ModelRef, stack: tuple = ()) -> None:
+        """Instantiate explainer ``name`` for model ``ref`` (and the bases it composes): the
+        benchmark's ``[explainer_params.NAME]``, overridden key by key by the model's own."""
         if name in into:
             return
         if name in stack:
             raise UserError(f"{self.config.source}: explainer {name!r} composes itself")
-        where = f"{self.config.source}: [explainer_params.{name}]"
-        inst = instantiate(self.registry.get("explainers", name), self.config.explainer_params.get(name, {}), where, self.config.seed)
+        src = self.config.source
+        own = ref.explainer_params.get(name)
+        where = f"{src}: [explainer_params.{name}]" if own is None else f"{src}: [[models]] {ref.label!r} explainer_params.{name}"
+        params = {**self.config.explainer_params.get(name, {}), **(own or {})}
+        inst = instantiate(self.registry.get("explainers", name), params, where, self.config.seed)
         into[name] = inst
         for base in getattr(inst, "composes", ()):
-            self._explainer(into, base, stack + (name,))
+            self._explainer(into, base, ref, stack + (name,))
 
 
 def plan(config: Config, registry: Registry | None = None, sanity: bool = False) -> Plan:
@@ -211,6 +219,15 @@ def _check_params_unchanged(config: Config, manifest: dict | None) -> None:
     if not manifest:
         return
     old = manifest.get("config", {})
+    before_models = {m.get("label"): m.get("explainer_params") or {} for m in old.get("models", [])}
+    for ref in config.models:
+        before = before_models.get(ref.label, {})
+        for name in sorted(set(before) | set(ref.explainer_params)):
+            if before.get(name) != ref.explainer_params.get(name) and ref.label in before_models:
+                raise UserError(
+                    f"{config.source}: [[models]] {ref.label!r} explainer_params.{name} differs from the run in this directory "
+                    f"({before.get(name, {})} before, {ref.explainer_params.get(name, {})} now); use --fresh or another --out"
+                )
     for table in ("explainer_params", "metric_params"):
         before, now = old.get(table, {}) or {}, getattr(config, table)
         for name in sorted(set(before) | set(now)):
