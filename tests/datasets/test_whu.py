@@ -204,3 +204,25 @@ def test_unknown_split(whu_root: Path):
     with pytest.raises(UserError) as err:
         WHU(root=str(whu_root)).split("validation")
     assert "'validation'" in str(err.value) and "val" in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_shipped_whu_benchmark_runs_on_a_tree_in_the_published_layout(whu_root: Path, tmp_path: Path):
+    """benchmarks/whu.toml as shipped, pointed at a tiny fake tree and with a tiny U-Net: the
+    whole study grid runs and its leaderboard has the three analyses."""
+    import tomllib
+
+    import xaibench
+    from xaibench.config import parse_config
+
+    shipped = Path(__file__).parents[2] / "benchmarks" / "whu.toml"
+    data = tomllib.loads(shipped.read_text())
+    data["dataset"].update(root=str(whu_root), size=64)
+    data["model"].update(epochs=1, encoder_depth=3, decoder_channels=[16, 8, 4])
+    df = xaibench.run(parse_config(data, str(shipped)), tmp_path / "out", show_progress=False)
+    grid = data["grid"]
+    assert set(df.explainer) == set(grid["explainers"]) and set(df.layer) == set(grid["layers"])
+    assert df.image_id.nunique() == N["test"] and df["value"].notna().any()
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    for section in ("Best method per perturbation mode and threshold", "Faithfulness ranking by IoU drop", "Layer comparison"):
+        assert f"## {section}" in board
