@@ -16,6 +16,7 @@ import torch
 
 import xaibench
 from xaibench.cache import default_cache_dir
+from xaibench.devices import cuda_precision
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -25,10 +26,8 @@ LAYERS = ["decoder.blocks.2", "decoder.blocks.1"]
 
 @pytest.fixture
 def full_float32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with cuda_precision(torch.device("cuda"), tf32=False):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +58,8 @@ def test_every_explainer_gives_the_cpu_maps_on_cuda(weights, tiny_images, full_f
 @pytest.fixture
 def tf32_allowed():
     """PyTorch's default for cuDNN convolutions, for matmuls too: the runner must switch it off."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with cuda_precision(torch.device("cuda"), tf32=True):
+        yield
 
 
 def test_a_benchmark_on_cuda_gives_the_cpu_rows(tiny_config, tmp_path, tf32_allowed):

@@ -16,6 +16,7 @@ from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.model import Ecsplain, fused_layer
 
 import xaibench
+from xaibench.devices import cuda_precision
 from xaibench.models.base import LoadedModel
 from xaibench.models.training import LoadContext
 
@@ -24,10 +25,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(autouse=True)
 def full_float32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with cuda_precision(torch.device("cuda"), tf32=False):
+        yield
 
 
 @pytest.mark.parametrize("cam_type", CAM_TYPES)
