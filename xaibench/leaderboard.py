@@ -62,17 +62,16 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
             continue
         title = f"### {metric}" + (f" — {MODE_NAMES.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
         head = block.head(top)
-        rows = [
-            [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
-            for i, (_, r) in enumerate(head.iterrows())
-        ]
-        header = ["rank", "model", "explainer", "layer", "threshold", f"{block['statistic'].iloc[0] if 'statistic' in block else 'mean'} [95% CI]", "n", "p vs best"]
-        if values is not None:
-            first = values.get(tuple(head.iloc[0][CELL]))
-            for row, (i, (_, r)) in zip(rows, enumerate(head.iterrows())):
+        first = values.get(tuple(head.iloc[0][CELL])) if values is not None else None
+        rows = []
+        for i, (_, r) in enumerate(head.iterrows()):
+            row = [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
+            if values is not None:
                 other = values.get(tuple(r[CELL]))
                 row.append("#1" if i == 0 else _pval(paired_p(other, first) if first is not None and other is not None else None))
-            header.append("p vs #1")
+            rows.append(row)
+        stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
+        header = ["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"] + (["p vs #1"] if values is not None else [])
         parts.append(title + "\n\n" + _table(header, rows))
     return "\n\n".join(parts)
 
