@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -221,21 +221,27 @@ def _check_params_unchanged(config: Config, manifest: dict | None) -> None:
     old = manifest.get("config", {})
     before_models = {m.get("label"): m.get("explainer_params") or {} for m in old.get("models", [])}
     for ref in config.models:
-        before = before_models.get(ref.label, {})
-        for name in sorted(set(before) | set(ref.explainer_params)):
-            if before.get(name) != ref.explainer_params.get(name) and ref.label in before_models:
-                raise UserError(
-                    f"{config.source}: [[models]] {ref.label!r} explainer_params.{name} differs from the run in this directory "
-                    f"({before.get(name, {})} before, {ref.explainer_params.get(name, {})} now); use --fresh or another --out"
-                )
+        if ref.label in before_models:  # a new model has no rows to mix with
+            where = lambda name, label=ref.label: f"[[models]] {label!r} explainer_params.{name}"  # noqa: E731
+            _refuse_changed(config, where, before_models[ref.label], ref.explainer_params, lambda name: True)
     for table in ("explainer_params", "metric_params"):
         before, now = old.get(table, {}) or {}, getattr(config, table)
-        for name in sorted(set(before) | set(now)):
-            if name in before and name in now and before[name] != now[name] or (name in before) != (name in now) and _used_before(old, name):
-                raise UserError(
-                    f"{config.source}: [{table}.{name}] differs from the run in this directory "
-                    f"({before.get(name, {})} before, {now.get(name, {})} now); use --fresh or another --out"
-                )
+        # a table added or removed matters only for a name the earlier run used
+        _refuse_changed(
+            config, lambda name, table=table: f"[{table}.{name}]", before, now,
+            lambda name, before=before, now=now: name in before and name in now or _used_before(old, name),
+        )
+
+
+def _refuse_changed(config: Config, where: Callable[[str], str], before: dict, now: dict, matters: Callable[[str], bool]) -> None:
+    """A user error for the first name whose parameters differ between ``before`` and ``now``
+    and ``matters(name)``; ``where(name)`` names its table in the message."""
+    for name in sorted(set(before) | set(now)):
+        if before.get(name) != now.get(name) and matters(name):
+            raise UserError(
+                f"{config.source}: {where(name)} differs from the run in this directory "
+                f"({before.get(name, {})} before, {now.get(name, {})} now); use --fresh or another --out"
+            )
 
 
 def _used_before(old_config: dict, name: str) -> bool:
