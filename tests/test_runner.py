@@ -273,12 +273,19 @@ def test_a_model_level_metric_is_computed_once_per_model(first_run, tmp_path):
     assert "### foreground_share" in board and "| (model) |" in board
 
 
-def test_the_manifest_counts_the_maps_of_every_model(first_run, tmp_path):
+def _two_models(a: str, b: str, b_tables: str = "") -> str:
+    """TINY_CONFIG with its [model] as two [[models]] "a" and "b": ``a`` / ``b`` are keys put in
+    place of ``epochs = 1`` (so they must set epochs), ``b_tables`` sub-tables after b's keys."""
     from tests.conftest import TINY_CONFIG
 
     model = TINY_CONFIG[TINY_CONFIG.index("[model]") : TINY_CONFIG.index("[grid]")]
     body = model.replace("[model]", "[[models]]")
-    two = TINY_CONFIG.replace(model, body.replace("epochs = 1", 'label = "a"\nepochs = 1\nexplainers = ["grad_cam", "layer_cam"]') + body.replace("epochs = 1", 'label = "b"\nepochs = 2\nexplainers = ["grad_cam"]\nlayers = ["decoder1"]'))
+    entry = lambda label, keys: body.replace("epochs = 1", f'label = "{label}"\n{keys}')  # noqa: E731
+    return TINY_CONFIG.replace(model, entry("a", a) + entry("b", b) + b_tables)
+
+
+def test_the_manifest_counts_the_maps_of_every_model(first_run, tmp_path):
+    two = _two_models('epochs = 1\nexplainers = ["grad_cam", "layer_cam"]', 'epochs = 2\nexplainers = ["grad_cam"]\nlayers = ["decoder1"]')
     (tmp_path / "two.toml").write_text(two)
     xaibench.run(tmp_path / "two.toml", tmp_path / "o", show_progress=False)
     timings = json.loads((tmp_path / "o" / "manifest.json").read_text())["timings"]
@@ -325,14 +332,8 @@ def test_closing_table_leaves_out_columns_that_say_nothing_and_keeps_numbers_who
 
 
 def test_a_models_own_explainer_parameters_are_used_and_kept_on_resume(first_run, tmp_path):
-    from tests.conftest import TINY_CONFIG
-
-    model = TINY_CONFIG[TINY_CONFIG.index("[model]") : TINY_CONFIG.index("[grid]")]
-    body = model.replace("[model]", "[[models]]")
-
     def config(fill: float) -> str:
-        b = body.replace("epochs = 1", 'label = "b"\nepochs = 1') + f"[models.explainer_params.score_cam]\nfill = {fill}\n\n"
-        text = TINY_CONFIG.replace(model, body.replace("epochs = 1", 'label = "a"\nepochs = 1') + b)
+        text = _two_models("epochs = 1", "epochs = 1", f"[models.explainer_params.score_cam]\nfill = {fill}\n\n")
         return text.replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["score_cam"]').replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder1"]')
 
     (tmp_path / "c.toml").write_text(config(0.5))
