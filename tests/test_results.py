@@ -23,7 +23,21 @@ def test_append_writes_parts_and_a_readable_consolidated_table(tmp_path):
     table = pd.read_parquet(tmp_path / "results.parquet")
     assert list(table.columns) == COLUMNS and FIXED_COLUMNS == COLUMNS[: len(FIXED_COLUMNS)]
     assert len(table) == 5 and len(list((tmp_path / "parts").glob("part-*.parquet"))) == 2
-    assert store.done() == {("a", "i0"), ("a", "i1"), ("a", "i2"), ("b", "i0"), ("b", "i1")}
+    assert store.done() == {(k, i, "", 0) for k, i in [("a", "i0"), ("a", "i1"), ("a", "i2"), ("b", "i0"), ("b", "i1")]}
+
+
+def test_a_part_written_before_the_replicate_columns_reads_as_fold_empty_and_the_benchmark_seed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "parts").mkdir()
+    old = _rows(2, "a")[FIXED_COLUMNS + ["threshold_value", "direction", "cell_key"]]
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), tmp_path / "parts" / "part-000000-old.parquet")
+    store = ResultStore(tmp_path, default_seed=7)
+    store.append(_rows(1, "b").assign(fold="3", seed=1))
+    df = store.read()
+    assert len(df) == 3 and list(df.columns) == COLUMNS
+    assert store.done() == {("a", "i0", "", 7), ("a", "i1", "", 7), ("b", "i0", "3", 1)}
 
 
 def test_a_torn_temporary_file_is_ignored(tmp_path):

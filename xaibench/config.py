@@ -11,7 +11,8 @@ Layout::
     [model]      name, + the model plugin's parameters
     [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
-    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, sanity (all optional)
+    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, sanity,
+                 folds, seeds (replicates: K-fold cross-validation, training seeds) (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
 """
 
@@ -74,6 +75,8 @@ class RunOptions:
     sanity: bool = False
     class_id: int = -1  #: the class explained; -1: class 1 for segmentation, the predicted class for classifiers
     tf32: bool = False  #: let CUDA convolutions and matmuls use TF32 (faster, ~1e-3 relative error)
+    folds: int = 0  #: K-fold cross-validation over the dataset's fold pool; 0 = no folds
+    seeds: tuple[int, ...] = ()  #: train every model once per seed; () = once, with [benchmark] seed
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,17 @@ class Config:
         # not dropped, so that the identities of configs without them stay what they were)
         d["models"] = [{**{k: v for k, v in m.items() if k != "explainer_params"}, "explainers": (), "layers": ()} for m in d["models"]]
         d["run"] = {"fill": self.run.fill, "target": self.run.target, "class_id": self.run.class_id}
+        # the fold split decides which model scores which image; seeds are not here: a new seed
+        # adds replicates beside the earlier ones, as a new model adds rows beside the others
+        if self.run.folds:
+            d["run"]["folds"] = self.run.folds
         return _hash(d)
+
+    def replicates(self) -> list:
+        """The (fold, seed) replicates of the run (:mod:`xaibench.replicates`)."""
+        from xaibench.replicates import replicates
+
+        return replicates(self.run.folds, self.run.seeds, self.seed)
 
     def thresholds(self) -> tuple[float | str, ...]:
         """Explicit thresholds plus the sweep's, in order, without repeats."""
@@ -258,12 +271,18 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         sanity=r.get("sanity", bool, False),
         class_id=r.get("class_id", int, -1),
         tf32=r.get("tf32", bool, False),
+        folds=r.get("folds", int, 0),
+        seeds=_seeds(r),
     )
     if run.batch_size < 1 or run.chunk_size < 1:
         raise r.fail("batch_size" if run.batch_size < 1 else "chunk_size", "must be >= 1")
     if run.class_id < -1:
         raise r.fail("class_id", "must be a class id >= 0, or -1 for the default")
-    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32"))
+    if run.folds == 1 or run.folds < 0:
+        raise r.fail("folds", f"{run.folds} is not allowed; give K >= 2 folds, or 0 (the default) for none")
+    if run.folds and "split" in data["dataset"]:
+        raise d.fail("split", "is not used with run.folds (each fold is scored on its held-out images); remove it")
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32", "folds", "seeds"))
 
     params = {}
     for section in ("explainer_params", "metric_params"):
@@ -287,6 +306,15 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         metric_params=params["metric_params"],
         source=source,
     )
+
+
+def _seeds(r: _Reader) -> tuple[int, ...]:
+    seeds = r.get("seeds", list, [])
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise r.fail("seeds", f"expected a list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise r.fail("seeds", f"{seeds!r} repeats a seed; give each seed once")
+    return tuple(seeds)
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,9 +1,11 @@
 """Where the grid runs: in this process (``local``) or on a Ray cluster (``ray``).
 
-An executor takes work units (one model x one image batch, with the cells still missing) and
+An executor takes work units (one model x one replicate x one image batch, with the cells
+still missing) and
 yields their :class:`~xaibench.worker.BatchResult` as they finish; the runner writes each one
 to the run directory at once. Work is sharded by model x image batch, not by layer: all layers
-of a batch share one forward and one backward, which a layer shard would pay again.
+of a batch share one forward and one backward, which a layer shard would pay again. A
+replicate (fold x training seed, :mod:`xaibench.replicates`) has its own trained models.
 
 The Ray executor starts one actor per CPU (``ray.init(num_cpus=...)`` makes a local cluster
 when no cluster address is set in ``RAY_ADDRESS``); each actor loads the model once (from the
@@ -25,32 +27,37 @@ from xaibench.worker import BatchResult, BatchWorker
 @dataclass
 class Unit:
     model_index: int
-    sample_indices: list[int]
+    sample_indices: list[int]  #: into the replicate's samples
     cell_keys: list[str]
+    replicate: int = 0  #: index into the run's replicates
+
+    @property
+    def worker_key(self) -> tuple[int, int]:
+        return (self.model_index, self.replicate)
 
 
-def run_local(plan, units: list[Unit], samples: list, done: set, device: torch.device, counter, show_progress: bool) -> Iterator[tuple[Unit, BatchResult, BatchWorker]]:
-    workers: dict[int, BatchWorker] = {}
+def run_local(plan, units: list[Unit], data: list, done: set, device: torch.device, counter, show_progress: bool) -> Iterator[tuple[Unit, BatchResult, BatchWorker]]:
+    workers: dict[tuple[int, int], BatchWorker] = {}
     for unit in units:
-        if unit.model_index not in workers:
+        if unit.worker_key not in workers:
             workers.clear()  # one model in memory at a time
-            workers[unit.model_index] = BatchWorker(plan, unit.model_index, device, show_progress, counter)
-        worker = workers[unit.model_index]
+            workers[unit.worker_key] = BatchWorker(plan, unit.model_index, data[unit.replicate], device, show_progress, counter)
+        worker = workers[unit.worker_key]
         cells = {c.key: c for c in plan.models[unit.model_index].cells}
-        batch = [samples[i] for i in unit.sample_indices]
+        batch = [data[unit.replicate].samples[i] for i in unit.sample_indices]
         yield unit, worker.process(batch, [cells[k] for k in unit.cell_keys], done), worker
 
 
-def run_ray(plan, units: list[Unit], samples: list, done: set, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
+def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
     try:
         import ray
     except ImportError as exc:
         raise UserError("--executor ray needs Ray: pip install 'xaibench[ray]'") from exc
     if device.type == "cuda":
         raise UserError("--executor ray runs on CPU workers here; use --executor local for --device cuda")
-    # the driver trains (or loads) each model once, so actors only ever read the cache
-    for index in sorted({u.model_index for u in units}):
-        BatchWorker(plan, index, device, show_progress)
+    # the driver trains (or loads) each model of each replicate once, so actors only ever read the cache
+    for index, rep in sorted({u.worker_key for u in units}):
+        BatchWorker(plan, index, data[rep], device, show_progress)
     started = False
     if not ray.is_initialized():
         env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_")}}
@@ -63,12 +70,12 @@ def run_ray(plan, units: list[Unit], samples: list, done: set, device: torch.dev
     try:
         Actor = ray.remote(num_cpus=1)(_RayWorker)
         n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
-        actors = [Actor.remote(plan, samples) for _ in range(n_actors)]
+        actors = [Actor.remote(plan, data) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
-            ids = {samples[j].image_id for j in unit.sample_indices}
+            ids = {data[unit.replicate].samples[j].image_id for j in unit.sample_indices}
             keys = set(unit.cell_keys)
-            unit_done = {(k, i_) for k, i_ in done if k in keys and i_ in ids}
+            unit_done = {d for d in done if d[0] in keys and d[1] in ids}
             ref = actors[i % n_actors].process.remote(unit, unit_done)
             pending[ref] = unit
         while pending:
@@ -84,21 +91,21 @@ def run_ray(plan, units: list[Unit], samples: list, done: set, device: torch.dev
 
 
 class _RayWorker:
-    """A Ray actor: one BatchWorker per model, built on first use."""
+    """A Ray actor: one BatchWorker per model x replicate, built on first use."""
 
-    def __init__(self, plan, samples):
+    def __init__(self, plan, data):
         torch.set_num_threads(1)
-        self.plan, self.samples, self.workers = plan, samples, {}
+        self.plan, self.data, self.workers = plan, data, {}
 
     def process(self, unit: Unit, done: set):
         from xaibench.capture import PassCounter
 
-        if unit.model_index not in self.workers:
-            self.workers = {unit.model_index: BatchWorker(self.plan, unit.model_index, torch.device("cpu"))}
-        worker = self.workers[unit.model_index]
+        if unit.worker_key not in self.workers:
+            self.workers = {unit.worker_key: BatchWorker(self.plan, unit.model_index, self.data[unit.replicate], torch.device("cpu"))}
+        worker = self.workers[unit.worker_key]
         before = dict(vars(worker.counter))
         cells = {c.key: c for c in self.plan.models[unit.model_index].cells}
-        result = worker.process([self.samples[i] for i in unit.sample_indices], [cells[k] for k in unit.cell_keys], done)
+        result = worker.process([self.data[unit.replicate].samples[i] for i in unit.sample_indices], [cells[k] for k in unit.cell_keys], done)
         result.maps = None  # maps stay on the worker; only rows travel
         passes = {k: v - before.get(k, 0) for k, v in vars(worker.counter).items()}
         assert isinstance(worker.counter, PassCounter)

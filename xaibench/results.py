@@ -25,10 +25,13 @@ import pyarrow.parquet as pq
 from xaibench.errors import UserError
 
 FIXED_COLUMNS = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric", "image_id", "value"]
-COLUMNS = FIXED_COLUMNS + ["threshold_value", "direction", "cell_key"]
+#: the replicate of a row: ``fold`` (text, empty without folds) and the training ``seed``
+REPLICATE_COLUMNS = ["fold", "seed"]
+COLUMNS = FIXED_COLUMNS + ["threshold_value", "direction", "cell_key"] + REPLICATE_COLUMNS
 SCHEMA = pa.schema(
     [(c, pa.string()) for c in FIXED_COLUMNS[:-1]]
     + [("value", pa.float64()), ("threshold_value", pa.float64()), ("direction", pa.string()), ("cell_key", pa.string())]
+    + [("fold", pa.string()), ("seed", pa.int64())]
 )
 OUTPUTS = ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json", "parts", "plots")
 
@@ -55,8 +58,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 class ResultStore:
     """The run directory."""
 
-    def __init__(self, out: Path | str):
+    def __init__(self, out: Path | str, default_seed: int = 0):
         self.out = Path(out)
+        #: the seed of rows written before tables had replicate columns (the benchmark seed)
+        self.default_seed = default_seed
         self.parts = self.out / "parts"
         self.table = self.out / "results.parquet"
 
@@ -97,27 +102,38 @@ class ResultStore:
         """All rows written so far (from the parts; the consolidated table is a convenience copy)."""
         files = sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
         if not files:
-            return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("value", "threshold_value") else "object") for c in COLUMNS})
+            return self.read_empty()
         tables = []
         for f in files:
             try:
-                tables.append(pq.read_table(f, schema=SCHEMA))
-            except (OSError, pa.ArrowInvalid):
+                tables.append(self._read_part(f))
+            except (OSError, pa.ArrowInvalid, KeyError):
                 continue  # a part that never finished its rename cannot be here; anything else foreign is skipped
         return pa.concat_tables(tables).to_pandas() if tables else self.read_empty()
+
+    def _read_part(self, path: Path) -> pa.Table:
+        """A part in SCHEMA; one written before the replicate columns gets fold "" and the default seed."""
+        table = pq.read_table(path)
+        n = table.num_rows
+        if "fold" not in table.column_names:
+            table = table.append_column("fold", pa.array([""] * n, pa.string()))
+        if "seed" not in table.column_names:
+            table = table.append_column("seed", pa.array([self.default_seed] * n, pa.int64()))
+        return table.select(SCHEMA.names).cast(SCHEMA)
 
     def read_empty(self) -> pd.DataFrame:
         return SCHEMA.empty_table().to_pandas()
 
-    def done(self) -> set[tuple[str, str]]:
-        """(cell key, image id) pairs already in the table."""
+    def done(self) -> set[tuple[str, str, str, int]]:
+        """(cell key, image id, fold, seed) already in the table."""
         df = self.read()
-        return set(zip(df["cell_key"], df["image_id"]))
+        return set(zip(df["cell_key"], df["image_id"], df["fold"], df["seed"].astype(int)))
 
     def append(self, rows: pd.DataFrame) -> None:
         """Write one part atomically, then refresh ``results.parquet`` atomically."""
         if rows.empty:
             return
+        rows = rows.assign(**{k: v for k, v in (("fold", ""), ("seed", self.default_seed)) if k not in rows})
         table = pa.Table.from_pandas(rows[COLUMNS], schema=SCHEMA, preserve_index=False)
         self.parts.mkdir(parents=True, exist_ok=True)
         n = len(list(self.parts.glob("part-*.parquet")))

@@ -8,6 +8,7 @@ atomic parts; cells already there are skipped (resume).
 
 from __future__ import annotations
 
+import inspect
 import platform
 import shutil
 import time
@@ -30,8 +31,10 @@ from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
+from xaibench.replicates import ReplicateData, replicate_data
 from xaibench.results import ResultStore, atomic_write_text
 from xaibench.stats import metric_aggregates, summarize
+from xaibench.worker import dataset_key
 
 
 def _versions(registry: Registry, used: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -75,10 +78,14 @@ class Plan:
                 raise UserError(f"{src}: [metric_params.{n}]: {n!r} is not a metric of grid.metrics ({', '.join(self.metric_names)})")
         self.dataset = instantiate(registry.get("datasets", config.dataset.name), config.dataset.params, f"{src}: [dataset]", config.seed)
         self.models: list[ModelPlan] = []
+        self._seeded: dict[tuple[int, int], Any] = {}
+        self.replicates = config.replicates()
         used_explainers: set[str] = set()
         for ref in config.models:
             where = f"{src}: [model]" if len(config.models) == 1 else f"{src}: [[models]] {ref.label!r}"
             plugin = instantiate(registry.get("models", ref.name), ref.params, where, config.seed)
+            if config.run.seeds:
+                self._check_seedable(registry.get("models", ref.name), ref, where)
             names = registry.expand("explainers", ref.explainers or config.grid.explainers)
             explainers: dict[str, Any] = {}
             for n in names:
@@ -98,6 +105,24 @@ class Plan:
         self.cells = [c for m in self.models for c in m.cells]
         self.used = [("explainers", n) for n in sorted(used_explainers)] + [("metrics", n) for n in self.metrics]
         self.used += [("datasets", config.dataset.name)] + [("models", m.ref.name) for m in self.models]
+
+    def _check_seedable(self, cls: type, ref: ModelRef, where: str) -> None:
+        """``[run] seeds`` trains every model once per seed, through its ``seed`` parameter."""
+        if "seed" in ref.params:
+            raise UserError(f"{where}: seed: the model sets its own seed, which run.seeds replaces; remove one of them")
+        if "seed" not in inspect.signature(cls.__init__).parameters:
+            raise UserError(f"{where}: model {ref.name!r} has no seed parameter, so run.seeds cannot train it with other seeds")
+
+    def model_plugin(self, index: int, seed: int) -> Any:
+        """The plugin instance of model ``index`` that trains with ``seed`` (a replicate's seed)."""
+        mp = self.models[index]
+        if seed == self.config.seed:
+            return mp.plugin
+        key = (index, seed)
+        if key not in self._seeded:
+            where = f"{self.config.source}: [[models]] {mp.ref.label!r}"
+            self._seeded[key] = instantiate(self.registry.get("models", mp.ref.name), mp.ref.params, where, seed)
+        return self._seeded[key]
 
     def _explainer(self, into: dict[str, Any], name: str, ref: ModelRef, stack: tuple = ()) -> None:
         """Instantiate explainer ``name`` for model ``ref`` (and the bases it composes): the
@@ -141,17 +166,10 @@ def run_benchmark(
     p = plan(config, registry, sanity)
     dev = resolve_device(device or config.run.device)
 
-    try:
-        samples = p.dataset.split(config.split)
-    except (KeyError, IndexError) as exc:
-        raise UserError(f"{config.source}: dataset.split = {config.split!r}: {exc}") from exc
-    n = len(samples) if not config.n_images else min(config.n_images, len(samples))
-    if n == 0:
-        raise UserError(f"{config.source}: dataset {config.dataset.name!r} has no images in split {config.split!r}")
-    samples = [samples[i] for i in range(n)]
+    data = replicate_data(config, p.dataset, dataset_key(config))
 
     out_dir = Path(out) if out is not None else Path("runs") / config.name
-    store = ResultStore(out_dir)
+    store = ResultStore(out_dir, default_seed=config.seed)
     created = not out_dir.exists()
     counter = counter or PassCounter()
     timings: dict[str, float] = {}
@@ -167,12 +185,12 @@ def run_benchmark(
                 )
             _check_params_unchanged(config, manifest)
             # written before any row, so an interrupted run is still recognised on resume
-            store.write_json("manifest.json", _manifest(config, p, registry, dev, {}, counter, n, None))
+            store.write_json("manifest.json", _manifest(config, p, registry, dev, {}, counter, data, None))
             done = store.done()
-            units = _units(p, samples, done, config.run.batch_size)
+            units = _units(p, data, done, config.run.batch_size)
             if units:
                 with cuda_precision(dev, config.run.tf32):
-                    _execute(p, units, samples, store, done, dev, counter, timings, show_progress, out_dir, executor)
+                    _execute(p, units, data, store, done, dev, counter, timings, show_progress, out_dir, executor)
             df = store.read()
             t1 = time.perf_counter()
             summary = summarize(df, config.seed, metric_aggregates(p.metrics))
@@ -184,7 +202,7 @@ def run_benchmark(
             atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel))
             timings["summary_s"] = time.perf_counter() - t1
             timings["total_s"] = time.perf_counter() - t0
-            store.write_json("manifest.json", _manifest(config, p, registry, dev, timings, counter, n, len(df)))
+            store.write_json("manifest.json", _manifest(config, p, registry, dev, timings, counter, data, len(df)))
     except UserError:
         if created and not store.has_results():
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -194,7 +212,8 @@ def run_benchmark(
     return df
 
 
-def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, counter: PassCounter, n: int, rows: int | None) -> dict:
+def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, counter: PassCounter, data: list[ReplicateData], rows: int | None) -> dict:
+    folds = {d.replicate.fold_label: [s.image_id for s in d.samples] for d in data if d.replicate.fold is not None}
     return {
         "benchmark": config.name,
         "config": config.as_dict(),
@@ -207,7 +226,9 @@ def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, c
         "timings": timings,
         "passes": vars(counter),
         "cells": len(p.cells),
-        "images": n,
+        "images": len({s.image_id for d in data for s in d.samples}),
+        "replicates": [{"fold": d.replicate.fold_label, "seed": d.replicate.seed, "images": len(d.samples)} for d in data],
+        **({"folds": folds} if folds else {}),
         "rows": rows,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if rows is not None else None,
     }
@@ -250,32 +271,36 @@ def _used_before(old_config: dict, name: str) -> bool:
     return name in grid.get("explainers", ()) or name in grid.get("metrics", ()) or any(name in m.get("explainers", ()) for m in models)
 
 
-def _units(p: Plan, samples: list, done: set, batch_size: int) -> list[Unit]:
-    """Work units: each model x image batch that still has missing (cell, image) pairs."""
+def _units(p: Plan, data: list[ReplicateData], done: set, batch_size: int) -> list[Unit]:
+    """Work units: each model x replicate x image batch that still has missing (cell, image) pairs."""
     units = []
     for index, mp in enumerate(p.models):
-        for start in range(0, len(samples), batch_size):
-            ids = [s.image_id for s in samples[start : start + batch_size]]
-            missing = [c.key for c in mp.cells if any((c.key, i) not in done for i in ids)]
-            if missing:
-                units.append(Unit(index, list(range(start, start + len(ids))), missing))
+        for r, d in enumerate(data):
+            rep = (d.replicate.fold_label, d.replicate.seed)
+            for start in range(0, len(d.samples), batch_size):
+                ids = [s.image_id for s in d.samples[start : start + batch_size]]
+                missing = [c.key for c in mp.cells if any((c.key, i, *rep) not in done for i in ids)]
+                if missing:
+                    units.append(Unit(index, list(range(start, start + len(ids))), missing, r))
     return units
 
 
-def _execute(p: Plan, units, samples, store: ResultStore, done, dev, counter, timings, show_progress, out_dir: Path, executor: str) -> None:
+def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done, dev, counter, timings, show_progress, out_dir: Path, executor: str) -> None:
     gallery = out_dir / "plots" / "gallery.png"
     run = run_ray if executor == "ray" else run_local
     total = sum(len(u.sample_indices) for u in units)
+    reps = f" x {len(data)} replicates" if len(data) > 1 else ""
+    images = len({s.image_id for d in data for s in d.samples})
     with progress_bar(show_progress) as bar:
-        task = bar.add_task(f"{p.config.name}: {len(p.cells)} cells x {len(samples)} images", total=total)
-        for unit, result, worker in run(p, units, samples, done, dev, counter, show_progress):
+        task = bar.add_task(f"{p.config.name}: {len(p.cells)} cells x {images} images{reps}", total=total)
+        for unit, result, worker in run(p, units, data, done, dev, counter, show_progress):
             store.append(result.rows)
             for k, v in result.timings.items():
                 timings[k] = timings.get(k, 0) + v
             if worker is not None:
-                timings[f"model_load_s[{worker.mp.ref.label}]"] = worker.load_s
+                timings[f"model_load_s[{worker.mp.ref.label}{worker.replicate_suffix}]"] = worker.load_s
             if result.maps is not None and not gallery.exists() and unit.model_index == 0:
-                batch = [samples[i] for i in unit.sample_indices]
+                batch = [data[unit.replicate].samples[i] for i in unit.sample_indices]
                 paths = worker.layer_paths
                 named = {(e, l): result.maps.maps[(e, paths[l])] for e in worker.mp.explainer_names for l in worker.mp.layers if (e, paths[l]) in result.maps.maps}
                 plots.gallery(torch.stack([s.image for s in batch]), torch.stack([s.mask for s in batch]), named, gallery)

@@ -1,6 +1,10 @@
 """Aggregation per cell: mean, std, n and a 95% bootstrap CI (scipy.stats.bootstrap), and the
 paired Wilcoxon signed-rank test of each method against the best one in its column.
 
+With replicates (``fold`` / ``seed`` columns, :mod:`xaibench.replicates`), a cell's value is
+the mean over replicates of each replicate's statistic, its CI a two-level bootstrap
+(resample replicates, then images within each), and ``replicate_sd`` the spread across them.
+
 A metric whose dataset statistic is not a mean of per-image values (an F1 over images, say)
 declares ``aggregate(values) -> float`` (a 1-D array of the non-NaN per-image values); the
 cell's ``mean`` column then holds that statistic, its CI is bootstrapped with it, and the
@@ -18,6 +22,53 @@ from scipy import stats
 Aggregate = Callable[[np.ndarray], float]
 
 CELL = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric"]
+REPLICATE = ["fold", "seed"]
+
+
+def with_replicates(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the replicate columns (fold "" and seed 0 where a table has none: one replicate)."""
+    missing = {k: v for k, v in (("fold", ""), ("seed", 0)) if k not in df}
+    return df.assign(**missing) if missing else df
+
+
+def two_level_bootstrap_ci(
+    groups: list[np.ndarray], seed: int = 0, n_resamples: int = 2000, statistic: Aggregate | None = None
+) -> tuple[float, float]:
+    """95% percentile CI of the mean over replicates of a per-replicate statistic (the mean of
+    its non-NaN values, or ``statistic``): each resample draws the replicates with replacement,
+    then each drawn replicate's values with replacement. One replicate: :func:`bootstrap_ci`."""
+    groups = [g[~np.isnan(g)] for g in groups]
+    groups = [g for g in groups if len(g)]
+    if len(groups) < 2:
+        return bootstrap_ci(groups[0], seed, n_resamples, statistic) if groups else (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    r = len(groups)
+    picks = rng.integers(0, r, size=(n_resamples, r))
+    slot_stats = np.empty((n_resamples, r))
+    for j in range(r):
+        for k, g in enumerate(groups):
+            rows = np.flatnonzero(picks[:, j] == k)
+            if not len(rows):
+                continue
+            draws = g[rng.integers(0, len(g), size=(len(rows), len(g)))]
+            slot_stats[rows, j] = draws.mean(axis=1) if statistic is None else [statistic(d) for d in draws]
+    dist = slot_stats.mean(axis=1)
+    return float(np.percentile(dist, 2.5)), float(np.percentile(dist, 97.5))
+
+
+def replicate_statistics(df: pd.DataFrame, aggregates: Mapping[str, Aggregate] | None = None) -> pd.DataFrame:
+    """One row per cell x replicate: the replicate's statistic (``value``: the mean of its images,
+    or the metric's own aggregate) and ``direction``. The input of the ranking-stability tables."""
+    aggregates = aggregates or {}
+    df = with_replicates(df)
+    rows = []
+    for key, g in df.groupby(CELL + REPLICATE, sort=True, dropna=False):
+        ok = g["value"].to_numpy(dtype=float)
+        ok = ok[~np.isnan(ok)]
+        agg = aggregates.get(key[CELL.index("metric")])
+        value = (float(agg(ok)) if agg else float(ok.mean())) if len(ok) else np.nan
+        rows.append(dict(zip(CELL + REPLICATE, key), value=value, direction=g["direction"].iloc[0]))
+    return pd.DataFrame(rows, columns=CELL + REPLICATE + ["value", "direction"])
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, statistic: Aggregate | None = None) -> tuple[float, float]:
@@ -38,17 +89,27 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, sta
 
 
 def summarize(df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregate] | None = None) -> pd.DataFrame:
-    """One row per cell: mean (or the metric's own statistic, see the module docstring), std,
-    ci_low, ci_high, n (non-NaN images), direction, statistic."""
+    """One row per cell: mean (or the metric's own statistic, see the module docstring; with
+    replicates the mean of the replicates' statistics), std (over images), ci_low, ci_high,
+    n (non-NaN rows), direction, statistic, replicates (those with a value), replicate_sd, and
+    with replicates top1_share / ranking_w (:func:`xaibench.stability.add_stability`)."""
     aggregates = aggregates or {}
+    df = with_replicates(df)
     rows = []
     for key, g in df.groupby(CELL, sort=True, dropna=False):
         cell = dict(zip(CELL, key))
         agg = aggregates.get(cell["metric"])
         v = g["value"].to_numpy(dtype=float)
         ok = v[~np.isnan(v)]
-        lo, hi = bootstrap_ci(v, seed, statistic=agg)
-        value = (float(agg(ok)) if agg else float(ok.mean())) if len(ok) else np.nan
+        groups = [r["value"].to_numpy(dtype=float) for _, r in g.groupby(REPLICATE, sort=True)]
+        per_rep = [x[~np.isnan(x)] for x in groups]
+        per_rep = np.array([(float(agg(x)) if agg else float(x.mean())) for x in per_rep if len(x)])
+        if len(per_rep) > 1:
+            lo, hi = two_level_bootstrap_ci(groups, seed, statistic=agg)
+            value = float(per_rep.mean())
+        else:
+            lo, hi = bootstrap_ci(v, seed, statistic=agg)
+            value = (float(agg(ok)) if agg else float(ok.mean())) if len(ok) else np.nan
         rows.append(
             dict(
                 cell,
@@ -59,10 +120,17 @@ def summarize(df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregat
                 n=int(len(ok)),
                 direction=g["direction"].iloc[0],
                 statistic=getattr(agg, "__name__", "aggregate") if agg else "mean",
+                replicates=int(len(per_rep)),
+                replicate_sd=float(per_rep.std(ddof=1)) if len(per_rep) > 1 else np.nan,
             )
         )
-    out = pd.DataFrame(rows, columns=CELL + ["mean", "std", "ci_low", "ci_high", "n", "direction", "statistic"])
-    return add_paired_tests(df, out)
+    columns = CELL + ["mean", "std", "ci_low", "ci_high", "n", "direction", "statistic", "replicates", "replicate_sd"]
+    out = add_paired_tests(df, pd.DataFrame(rows, columns=columns))
+    if df.groupby(REPLICATE).ngroups > 1:
+        from xaibench.stability import add_stability
+
+        return add_stability(out, replicate_statistics(df, aggregates))
+    return out.assign(top1_share=np.nan, ranking_w=np.nan)
 
 
 def metric_aggregates(metrics: Mapping[str, object]) -> dict[str, Aggregate]:
@@ -95,9 +163,11 @@ def paired_p(a: pd.Series, b: pd.Series) -> float:
 
 
 def values_by_cell(df: pd.DataFrame) -> dict[tuple, pd.Series]:
-    """Each cell's per-image values, indexed by image id, keyed by the tuple of its ``CELL`` columns."""
+    """Each cell's per-image values, indexed by image id, keyed by the tuple of its ``CELL``
+    columns; an image scored in several replicates (training seeds) gets the mean of its
+    values, so paired tests pair images, not repeated trainings of the same image."""
     return {
-        key: pd.Series(g["value"].to_numpy(dtype=float), index=g["image_id"].to_numpy()).groupby(level=0).first()
+        key: pd.Series(g["value"].to_numpy(dtype=float), index=g["image_id"].to_numpy()).groupby(level=0).mean()
         for key, g in df.groupby(CELL, sort=False, dropna=False)
     }
 

@@ -26,7 +26,8 @@ from xaibench.models.training import LoadContext
 from xaibench.perturb import fill_values
 from xaibench.targets import TargetSpec
 
-ROW_COLUMNS = ("dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric", "image_id", "value", "threshold_value", "direction", "cell_key")
+from xaibench.replicates import ReplicateData
+from xaibench.results import COLUMNS as ROW_COLUMNS
 
 
 @dataclass
@@ -47,15 +48,16 @@ def dataset_key(config: Config) -> str:
 class BatchWorker:
     """Maps and scores of image batches for one model of a plan."""
 
-    def __init__(self, plan, model_index: int, device: torch.device, show_progress: bool = False, counter: PassCounter | None = None):
+    def __init__(self, plan, model_index: int, data: ReplicateData, device: torch.device, show_progress: bool = False, counter: PassCounter | None = None):
         self.plan = plan
         self.config: Config = plan.config
         self.mp = plan.models[model_index]
+        self.replicate = data.replicate
         self.device = device
         self.counter = counter or PassCounter()
         t = time.perf_counter()
-        ctx = LoadContext(dataset=plan.dataset, dataset_key=dataset_key(self.config), device=device, cache_dir=default_cache_dir(), show_progress=show_progress)
-        self.model = self.mp.plugin.load(ctx)
+        ctx = LoadContext(dataset=data.dataset, dataset_key=data.dataset_key, device=device, cache_dir=default_cache_dir(), show_progress=show_progress)
+        self.model = plan.model_plugin(model_index, data.replicate.seed).load(ctx)
         self.load_s = time.perf_counter() - t
         self.layer_paths = {l: self.model.resolve_layer(l) for l in self.mp.layers}
         run = self.config.run
@@ -68,7 +70,12 @@ class BatchWorker:
             counter=self.counter,
         )
         self.random_engine: HeatmapEngine | None = None
-        self.mean = plan.dataset.channel_mean() if run.fill == "mean" else None
+        self.mean = data.dataset.channel_mean() if run.fill == "mean" else None
+
+    @property
+    def replicate_suffix(self) -> str:
+        """`` (fold 2, seed 1)`` where the run has replicates, else empty (names timings)."""
+        return f" ({self.replicate.describe()})" if len(self.plan.replicates) > 1 else ""
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +90,7 @@ class BatchWorker:
         return torch.cat(outs)
 
     def process(self, samples: list, missing: list[Cell], done: set | frozenset = frozenset()) -> BatchResult:
-        """Rows for the ``missing`` cells on ``samples`` ((cell, image) pairs in ``done`` are left out)."""
+        """Rows for the ``missing`` cells on ``samples`` ((cell, image, fold, seed) in ``done`` are left out)."""
         config, dev, paths = self.config, self.device, self.layer_paths
         images = torch.stack([s.image for s in samples]).to(dev)
         truth = torch.stack([s.mask for s in samples]).to(dev)
@@ -124,6 +131,7 @@ class BatchWorker:
 
     def _rows(self, scored, ids: list[str], done) -> pd.DataFrame:
         config = self.config
+        fold, seed = self.replicate.fold_label, self.replicate.seed
         cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
         for cell, values, thr in scored:
             if cell.metric == sanity_check.METRIC:
@@ -131,14 +139,14 @@ class BatchWorker:
             else:
                 d = direction(self.plan.metrics[cell.metric], cell.perturbation)
             for i, image_id in enumerate(ids):
-                if (cell.key, image_id) in done:
+                if (cell.key, image_id, fold, seed) in done:
                     continue
                 for k, v in (
                     ("dataset", config.dataset.name), ("model", cell.model), ("explainer", cell.explainer),
                     ("layer", cell.layer), ("threshold", cell.threshold), ("perturbation", cell.perturbation),
                     ("metric", cell.metric), ("image_id", image_id), ("value", float(values[i])),
                     ("threshold_value", float(thr[i]) if thr is not None else float("nan")), ("direction", d),
-                    ("cell_key", cell.key),
+                    ("cell_key", cell.key), ("fold", fold), ("seed", seed),
                 ):
                     cols[k].append(v)
         return pd.DataFrame(cols)
