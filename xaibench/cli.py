@@ -140,10 +140,11 @@ def _cmd_leaderboard(args) -> int:
             raise UserError(f"{str(d)!r} is not a run directory: {table} does not exist")
         frames.append(ResultStore(d).read())
     df = pd.concat(frames, ignore_index=True)
-    summary = summarize(df, seed, _aggregates(set(df["metric"])))
+    aggregates = _aggregates(set(df["metric"]))
+    summary = summarize(df, seed, aggregates)
     title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
     plots = _copy_plots(args.run_dirs[0], args.output) if len(args.run_dirs) == 1 and args.output is not None else []
-    text = leaderboard.render(df, summary, title, seed, plots)
+    text = leaderboard.render(df, summary, title, seed, plots, aggregates)
     if args.output:
         atomic_write_text(args.output, text)
         print(f"leaderboard: {args.output}")

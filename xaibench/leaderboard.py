@@ -6,6 +6,10 @@ column (same model, layer and threshold; ``best`` marks it) and ``p vs #1`` the 
 against the first row of a ranking. The WHU study's three analyses get their own sections:
 (a) best method per perturbation mode and threshold, (b) ranking by IoU drop,
 (c) one layer against the other for each method and metric.
+
+With replicates (folds x training seeds) the means are means over replicates, the CIs two-level
+bootstraps, rankings show the spread across replicates and how often each row is #1, and a
+ranking-stability section (:mod:`xaibench.stability`) says how much the rankings move.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xaibench.stats import CELL, bootstrap_ci, paired_p, values_by_cell
+from xaibench.selection import held_out_best_thresholds, selection_groups
+from xaibench.stability import ranking_stability
+from xaibench.stats import CELL, REPLICATE, Aggregate, bootstrap_ci, paired_p, replicate_statistics, two_level_bootstrap_ci, values_by_cell, with_replicates
 
 MODE_NAMES = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target"}
 ARROW = {"higher": "↑", "lower": "↓"}
@@ -55,6 +61,7 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
     the images both have (a ranking mixes explainers, layers, thresholds and models, while
     ``p vs best`` only compares the explainers of one model, layer and threshold)."""
     values = values_by_cell(results) if results is not None else None
+    reps = int(summary["replicates"].max()) if "replicates" in summary and len(summary) else 1
     parts = []
     for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
         block = _sorted(block)
@@ -69,9 +76,13 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
             if values is not None:
                 other = values.get(tuple(r[CELL]))
                 row.append("#1" if i == 0 else _pval(paired_p(other, first) if first is not None and other is not None else None))
+            if reps > 1:
+                share = r.get("top1_share")
+                row += [_fmt(r["replicate_sd"]), "–" if share is None or math.isnan(share) else f"{round(share * r['replicates'])}/{r['replicates']}"]
             rows.append(row)
         stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
         header = ["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"] + (["p vs #1"] if values is not None else [])
+        header += ["sd across replicates", "#1 in"] if reps > 1 else []
         parts.append(title + "\n\n" + _table(header, rows))
     return "\n\n".join(parts)
 
@@ -99,16 +110,19 @@ def best_per_mode(summary: pd.DataFrame) -> str:
 
 
 def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
-    """(b) Methods ranked by IoU drop, averaged over thresholds per image (most negative first)."""
-    df = results[results["metric"] == "iou_drop"]
+    """(b) Methods ranked by IoU drop, averaged over thresholds per image (most negative first);
+    with replicates, per image and replicate, and the CI is the two-level bootstrap."""
+    df = with_replicates(results[results["metric"] == "iou_drop"])
     if df.empty:
         return ""
-    per_image = df.groupby(["model", "explainer", "layer", "image_id"])["value"].mean().reset_index()
+    per_image = df.groupby(["model", "explainer", "layer", *REPLICATE, "image_id"])["value"].mean().reset_index()
     rows = []
     for (mo, e, l), g in per_image.groupby(["model", "explainer", "layer"]):
-        v = g["value"].to_numpy(dtype=float)
-        lo, hi = bootstrap_ci(v, seed)
-        rows.append((float(np.nanmean(v)) if np.isfinite(v).any() else np.nan, mo, e, l, lo, hi, int(np.isfinite(v).sum())))
+        groups = [r["value"].to_numpy(dtype=float) for _, r in g.groupby(REPLICATE, sort=True)]
+        finite = [x[np.isfinite(x)] for x in groups if np.isfinite(x).any()]
+        lo, hi = two_level_bootstrap_ci(groups, seed) if len(finite) > 1 else bootstrap_ci(np.concatenate(groups), seed)
+        mean = float(np.mean([x.mean() for x in finite])) if finite else np.nan
+        rows.append((mean, mo, e, l, lo, hi, int(sum(len(x) for x in finite))))
     rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
     body = [[str(i + 1), mo, e, l, f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]", str(n)] for i, (m, mo, e, l, lo, hi, n) in enumerate(rows)]
     return _table(["rank", "model", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)
@@ -152,22 +166,76 @@ def sanity_table(summary: pd.DataFrame) -> str:
     return note + "\n\n" + _table(["model", "explainer", "layer", "rank correlation [95% CI]", "verdict"], rows)
 
 
-def best_thresholds(summary: pd.DataFrame) -> str:
-    """For metrics measured at several numeric thresholds: each method's best threshold."""
-    s = summary[pd.to_numeric(summary["threshold"], errors="coerce").notna()]
-    rows = []
-    for (model, e, l, m, p), g in s.groupby(["model", "explainer", "layer", "metric", "perturbation"], sort=True, dropna=False):
-        g = _sorted(g)
-        if len(g) < 3:
-            continue
-        r = g.iloc[0]
-        rows.append([model, e, l, m + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else ""), r["threshold"], _ci(r)])
-    if not rows:
+def best_thresholds(results: pd.DataFrame, seed: int = 0) -> str:
+    """For metrics measured at several numeric thresholds: each method's best threshold, chosen
+    on other images than those it is reported on (:mod:`xaibench.selection`)."""
+    table = held_out_best_thresholds(results, seed)
+    if table.empty:
         return ""
-    return _table(["model", "explainer", "layer", "metric", "best threshold", "mean [95% CI]"], rows)
+    rows = []
+    for _, r in table.iterrows():
+        chosen = ", ".join(f"{t} ({c}/{sum(r['chosen'].values())})" for t, c in sorted(r["chosen"].items(), key=lambda kv: -kv[1]))
+        p = r["perturbation"]
+        metric = r["metric"] + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else "")
+        rows.append([r["model"], r["explainer"], r["layer"], metric, chosen, _ci(r), f"{r['in_sample_threshold']}: {_fmt(r['in_sample_mean'])}"])
+    _, how = selection_groups(results, seed)
+    note = (
+        f"The best threshold is {how}; `held-out mean` is what the chosen thresholds score on the images they were not "
+        "chosen on, `in-sample` the best threshold on all images and its (optimistic) mean."
+    )
+    return note + "\n\n" + _table(["model", "explainer", "layer", "metric", "chosen threshold (groups)", "held-out mean [95% CI]", "in-sample"], rows)
 
 
-def render(results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None) -> str:
+def _entry(e: tuple, with_model: bool = True) -> str:
+    """``model / explainer @ layer @ threshold`` (the model left out where there is one)."""
+    model, explainer, layer, threshold = e
+    return (f"{model} / " if with_model else "") + (explainer or "(model)") + (f" @ {layer}" if layer else "") + (f" @ {threshold}" if threshold else "")
+
+
+def stability_section(results: pd.DataFrame, aggregates: dict[str, Aggregate] | None = None) -> str:
+    """How much each ranking moves across replicates: #1 counts, Kendall's W, mean tau, swaps."""
+    results = with_replicates(results)
+    if results.groupby(REPLICATE).ngroups < 2:
+        return ""
+    found = ranking_stability(replicate_statistics(results[results["metric"] != "sanity_rank_correlation"], aggregates))
+    if not found:
+        return ""
+    rows = []
+    many = results["model"].nunique() > 1
+    for s in found:
+        top1 = "; ".join(f"{_entry(e, many)} ({c}/{s.replicates})" for e, c in sorted(s.top1.items(), key=lambda kv: -kv[1]))
+        swaps = "; ".join(f"{_entry(a, many)} ↔ {_entry(b, many)} ({c}/{s.replicates})" for a, b, c in s.swaps[:5]) or "none"
+        name = s.metric + (f" — {MODE_NAMES.get(s.perturbation, s.perturbation).split()[0]}" if s.perturbation else "")
+        rows.append([name, str(s.replicates), str(s.entries), _fmt(s.w, 3), _fmt(s.tau, 3), top1, swaps])
+    note = (
+        "Each ranking ranked again in every replicate (its own trained models, on its own held-out images). "
+        "Kendall's W: agreement of the replicates' rankings over all entries (1 = identical, 0 = none); "
+        "mean τ: the mean Kendall tau of every pair of replicates; `#1`: how often each entry is first; "
+        "`swaps`: pairs of the overall top 10 (the better one first) whose order flips, and in how many replicates."
+    )
+    header = ["ranking", "replicates", "entries", "Kendall's W", "mean τ", "#1 (replicates)", "swaps (up to 5)"]
+    return note + "\n\n" + _table(header, rows)
+
+
+def _replicate_line(results: pd.DataFrame) -> list[str]:
+    reps = with_replicates(results)[REPLICATE].drop_duplicates()
+    if len(reps) < 2:
+        return []
+    folds = sorted(f for f in reps["fold"].unique() if f != "")
+    seeds = sorted(reps["seed"].unique())
+    parts = ([f"{len(folds)} folds"] if folds else []) + [f"{len(seeds)} training seed" + ("s" if len(seeds) > 1 else "")]
+    return [
+        "",
+        f"Replicates: {' x '.join(parts)} = {len(reps)} replicates (every model trained once per replicate). Means are means over "
+        "replicates; CIs are two-level bootstraps (replicates drawn with replacement, then images within each); "
+        "paired tests pair images (averaged over the replicates that scored them).",
+    ]
+
+
+def render(
+    results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None,
+    aggregates: dict[str, Aggregate] | None = None,
+) -> str:
     """The whole leaderboard as markdown."""
     datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
@@ -180,13 +248,15 @@ def render(results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench 
         "Means with 95% bootstrap confidence intervals over images; `p vs best` is the paired Wilcoxon signed-rank",
         "test against the best explainer of the same model, layer and threshold, `p vs #1` the same test against",
         "the first row of the ranking (`*`: p < 0.05, a real difference).",
+        *_replicate_line(results),
     ]
     sections = [
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
         ("Rankings per metric", rankings(summary[summary["metric"] != "sanity_rank_correlation"], results)),
-        ("Best threshold per method", best_thresholds(summary)),
+        ("Ranking stability across replicates", stability_section(results, aggregates)),
+        ("Best threshold per method", best_thresholds(results, seed)),
         ("Sanity check: model randomisation", sanity_table(summary)),
     ]
     for name, body in sections:

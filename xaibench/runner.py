@@ -193,13 +193,14 @@ def run_benchmark(
                     _execute(p, units, data, store, done, dev, counter, timings, show_progress, out_dir, executor)
             df = store.read()
             t1 = time.perf_counter()
-            summary = summarize(df, config.seed, metric_aggregates(p.metrics))
+            aggregates = metric_aggregates(p.metrics)
+            summary = summarize(df, config.seed, aggregates)
             atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
             plot_paths = plots.threshold_curves(summary, out_dir / "plots")
             rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]
             if (out_dir / "plots" / "gallery.png").exists():
                 rel.append("plots/gallery.png")
-            atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel))
+            atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel, aggregates))
             timings["summary_s"] = time.perf_counter() - t1
             timings["total_s"] = time.perf_counter() - t0
             store.write_json("manifest.json", _manifest(config, p, registry, dev, timings, counter, data, len(df)))
@@ -309,11 +310,13 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
 
 def _print_top(summary: pd.DataFrame) -> None:
     """A closing table: the best cell of each metric (and perturbation mode). Columns that say
-    nothing (no mode, one model) are left out; long names fold, the numbers never do."""
+    nothing (no mode, one model) are left out; long names fold, the numbers never do. With
+    replicates it also gives the cell's spread across them and how often it is #1."""
     from rich.table import Table
 
     short = {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
-    header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"]
+    reps = int(summary["replicates"].max()) if "replicates" in summary and len(summary) else 1
+    header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"] + (["sd", "#1", "W"] if reps > 1 else [])
     rows = []
     for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
         block = block.dropna(subset=["mean"])
@@ -321,15 +324,24 @@ def _print_top(summary: pd.DataFrame) -> None:
             continue
         r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
         ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        rows.append([metric, short.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci])
+        row = [metric, short.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci]
+        if reps > 1:
+            share = r["top1_share"]
+            row += [
+                "–" if pd.isna(r["replicate_sd"]) else f"{r['replicate_sd']:.3f}",
+                "–" if pd.isna(share) else f"{round(share * r['replicates'])}/{r['replicates']}",
+                "–" if pd.isna(r["ranking_w"]) else f"{r['ranking_w']:.2f}",
+            ]
+        rows.append(row)
     keep = [
         i for i, name in enumerate(header)
         if not (name == "model" and summary["model"].nunique() < 2)  # one model: its name is in the header already
         and not (name in ("mode", "thr") and all(row[i] == "–" for row in rows))
     ]
-    table = Table(title="best cell per metric (full ranking in leaderboard.md)")
+    title = "best cell per metric (full ranking in leaderboard.md)" + (f"; sd across the {reps} replicates, times #1, Kendall's W of the ranking" if reps > 1 else "")
+    table = Table(title=title)
     for i in keep:
-        table.add_column(header[i], no_wrap=header[i] in ("mode", "thr", "mean [95% CI]"), overflow="fold")
+        table.add_column(header[i], no_wrap=header[i] in ("mode", "thr", "mean [95% CI]", "sd", "#1", "W"), overflow="fold")
     for row in rows:
         table.add_row(*(row[i] for i in keep))
     console.print(table)

@@ -24,10 +24,9 @@ from xaibench.heatmaps import BatchMaps, HeatmapEngine
 from xaibench.metrics.base import direction
 from xaibench.models.training import LoadContext
 from xaibench.perturb import fill_values
-from xaibench.targets import TargetSpec
-
 from xaibench.replicates import ReplicateData
 from xaibench.results import COLUMNS as ROW_COLUMNS
+from xaibench.targets import TargetSpec
 
 
 @dataclass

@@ -243,6 +243,8 @@ class Rooftops:
 
     name: ClassVar[str] = "rooftops"
     num_classes: int = 2
+    #: what ``[run] folds`` splits into folds (val stays out: it is not scored)
+    fold_splits: ClassVar[tuple[str, ...]] = ("train", "test")
 
     def __init__(
         self,

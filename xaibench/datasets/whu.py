@@ -68,6 +68,8 @@ class WHU:
 
     name: ClassVar[str] = "whu"
     num_classes: int = 2
+    #: what ``[run] folds`` splits into folds (image ids must differ across them)
+    fold_splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
 
     def __init__(self, root: str = "data/whu", size: int = 512, limit: int = 0) -> None:
         """

@@ -188,6 +188,8 @@ class InsarMovingAreas:
 
     name: ClassVar[str] = "insar_moving_areas"
     num_classes: int = 2
+    #: what ``[run] folds`` splits into folds
+    fold_splits: ClassVar[tuple[str, ...]] = ("train", "test")
 
     def __init__(
         self,
@@ -313,6 +315,8 @@ class InsarFolder:
 
     name: ClassVar[str] = "insar_folder"
     num_classes: int = 2
+    #: what ``[run] folds`` splits into folds (image ids must differ across them)
+    fold_splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
 
     def __init__(self, root: str = "data/insar", image_format: str = "phase", limit: int = 0) -> None:
         """
