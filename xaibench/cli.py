@@ -85,7 +85,11 @@ def _cmd_validate(args) -> int:
 
     config = load_config(args.config)
     p = plan(config)
-    print(f"ok: {args.config}: {len(p.cells)} cells on {config.dataset.name}/{config.split}")
+    run = config.run
+    where = f"{config.dataset.name}/{'+'.join(p.dataset.fold_splits)} in {run.folds} folds" if run.folds else f"{config.dataset.name}/{config.split}"
+    parts = ([f"{run.folds} folds"] if run.folds else []) + ([f"{len(run.seeds)} seeds"] if run.seeds else [])
+    reps = f", {len(p.replicates)} replicates ({' x '.join(parts)}): every model is trained {len(p.replicates)} times" if len(p.replicates) > 1 else ""
+    print(f"ok: {args.config}: {len(p.cells)} cells on {where}{reps}")
     for m in p.models:
         print(
             f"  {m.ref.label} ({m.ref.name}): {len(m.explainer_names)} explainers x layers [{', '.join(m.layers)}] x "

@@ -69,15 +69,22 @@ def stratified_folds(strata: Sequence[int], k: int, seed: int) -> list[list[int]
     return [sorted(f) for f in folds]
 
 
-def fold_pool(dataset, source: str) -> list:
-    """The samples folds are drawn from: the dataset's ``fold_splits``, in order, with unique ids."""
+def fold_splits(dataset, source: str) -> tuple[str, ...]:
+    """The splits ``dataset`` draws folds from, or a user error that says it cannot do folds."""
     splits = getattr(dataset, "fold_splits", None)
-    name = getattr(dataset, "name", type(dataset).__name__)
     if not splits:
+        name = getattr(dataset, "name", type(dataset).__name__)
         raise UserError(
             f"{source}: run.folds: dataset {name!r} cannot do folds (it declares no fold_splits, the splits to draw folds from); "
             "remove run.folds or use a dataset that has them"
         )
+    return tuple(splits)
+
+
+def fold_pool(dataset, source: str) -> list:
+    """The samples folds are drawn from: the dataset's ``fold_splits``, in order, with unique ids."""
+    splits = fold_splits(dataset, source)
+    name = getattr(dataset, "name", type(dataset).__name__)
     pool, seen = [], {}
     for split in splits:
         for sample in dataset.split(split):

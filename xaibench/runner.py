@@ -31,7 +31,7 @@ from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
-from xaibench.replicates import ReplicateData, replicate_data
+from xaibench.replicates import ReplicateData, fold_splits, replicate_data
 from xaibench.results import ResultStore, atomic_write_text
 from xaibench.stats import metric_aggregates, summarize
 from xaibench.worker import dataset_key
@@ -77,6 +77,8 @@ class Plan:
             if n not in self.metrics:
                 raise UserError(f"{src}: [metric_params.{n}]: {n!r} is not a metric of grid.metrics ({', '.join(self.metric_names)})")
         self.dataset = instantiate(registry.get("datasets", config.dataset.name), config.dataset.params, f"{src}: [dataset]", config.seed)
+        if config.run.folds:
+            fold_splits(self.dataset, src)
         self.models: list[ModelPlan] = []
         self._seeded: dict[tuple[int, int], Any] = {}
         self.replicates = config.replicates()
