@@ -16,3 +16,16 @@ def test_threshold_curves_and_gallery_are_pngs(tmp_path):
     g = gallery(torch.rand(2, 3, 16, 16), torch.zeros(2, 16, 16), {("a", "l"): torch.rand(2, 16, 16)}, tmp_path / "g.png")
     w, h = Image.open(g).size
     assert w > h > 50
+
+
+def test_replicate_spread_is_drawn_only_with_replicates(tmp_path):
+    from xaibench.plots import replicate_spread
+
+    rows = [
+        dict(dataset="d", model="m", explainer=e, layer="l", threshold="0.1", perturbation="", metric="iou_drop", fold="", seed=s, value=v + s, direction="lower")
+        for e, v in (("a", 0.0), ("b", 1.0)) for s in (0, 1, 2)
+    ]
+    df = pd.DataFrame(rows)
+    (path,) = replicate_spread(df, tmp_path)
+    assert path.name == "replicates_iou_drop.png" and Image.open(path).size[0] > 200
+    assert replicate_spread(df[df["seed"] == 0], tmp_path / "one") == []

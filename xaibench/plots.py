@@ -70,3 +70,37 @@ def gallery(images: torch.Tensor, truth: torch.Tensor | None, maps: dict[tuple[s
         axes[0][2 + j].set_title(f"{e}\n{l}", fontsize=6)
     _save(fig, path)
     return path
+
+
+def replicate_spread(per_replicate: pd.DataFrame, out_dir: Path, top: int = 10) -> list[Path]:
+    """With replicates, one PNG per metric: its ranking's top entries (best at the top), a dot
+    per replicate's statistic and a bar at their mean, a panel per mode; so one sees whether
+    the leader's lead is larger than what another training run moves it by."""
+    if per_replicate.empty or per_replicate.groupby(["fold", "seed"]).ngroups < 2:
+        return []
+    paths = []
+    for metric, block in per_replicate[per_replicate["metric"] != "sanity_rank_correlation"].groupby("metric"):
+        modes = sorted(block["perturbation"].unique())
+        fig, axes = plt.subplots(1, len(modes), figsize=(4.6 * len(modes), 0.32 * top + 1.2), squeeze=False)
+        for ax, mode in zip(axes[0], modes):
+            mb = block[block["perturbation"] == mode]
+            higher = mb["direction"].iloc[0] == "higher"
+            entries = mb.groupby(["model", "explainer", "layer", "threshold"])["value"].mean().dropna()
+            entries = entries.sort_values(ascending=not higher).head(top)
+            for y, (entry, mean) in enumerate(entries.items()):
+                vals = mb[(mb[["model", "explainer", "layer", "threshold"]] == pd.Series(entry, index=["model", "explainer", "layer", "threshold"])).all(axis=1)]["value"]
+                ax.scatter(vals, np.full(len(vals), y), s=14, alpha=0.7, color="tab:blue", zorder=2)
+                ax.plot([mean, mean], [y - 0.3, y + 0.3], color="black", lw=1.5, zorder=3)
+            many = mb["model"].nunique() > 1
+            ax.set_yticks(range(len(entries)))
+            ax.set_yticklabels(
+                [(f"{m} / " if many else "") + (e or "(model)") + (f" @ {l}" if l else "") + (f" @ {t}" if t else "") for m, e, l, t in entries.index], fontsize=7
+            )
+            ax.invert_yaxis()
+            ax.set_title(f"{MODE_SHORT.get(mode, mode)} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+            ax.set_xlabel(f"{metric}: dot = one replicate, bar = mean")
+            ax.grid(alpha=0.3, axis="x")
+        path = out_dir / f"replicates_{metric}.png"
+        _save(fig, path)
+        paths.append(path)
+    return paths

@@ -33,7 +33,7 @@ from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
 from xaibench.replicates import ReplicateData, fold_splits, replicate_data
 from xaibench.results import ResultStore, atomic_write_text
-from xaibench.stats import metric_aggregates, summarize
+from xaibench.stats import metric_aggregates, replicate_statistics, summarize
 from xaibench.worker import dataset_key
 
 
@@ -199,6 +199,7 @@ def run_benchmark(
             summary = summarize(df, config.seed, aggregates)
             atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
             plot_paths = plots.threshold_curves(summary, out_dir / "plots")
+            plot_paths += plots.replicate_spread(replicate_statistics(df, aggregates), out_dir / "plots")
             rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]
             if (out_dir / "plots" / "gallery.png").exists():
                 rel.append("plots/gallery.png")
