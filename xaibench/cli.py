@@ -133,7 +133,7 @@ def _cmd_leaderboard(args) -> int:
 
     from xaibench import leaderboard
     from xaibench.results import ResultStore, atomic_write_text
-    from xaibench.stats import summarize
+    from xaibench.stats import replicate_statistics, summarize
 
     frames = []
     manifest = ResultStore(args.run_dirs[0]).read_manifest() or {}
@@ -145,10 +145,11 @@ def _cmd_leaderboard(args) -> int:
         frames.append(ResultStore(d).read())
     df = pd.concat(frames, ignore_index=True)
     aggregates = _aggregates(set(df["metric"]))
-    summary = summarize(df, seed, aggregates)
+    per_replicate = replicate_statistics(df, aggregates)
+    summary = summarize(df, seed, aggregates, per_replicate)
     title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
     plots = _copy_plots(args.run_dirs[0], args.output) if len(args.run_dirs) == 1 and args.output is not None else []
-    text = leaderboard.render(df, summary, title, seed, plots, aggregates)
+    text = leaderboard.render(df, summary, title, seed, plots, per_replicate)
     if args.output:
         atomic_write_text(args.output, text)
         print(f"leaderboard: {args.output}")

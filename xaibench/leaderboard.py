@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from xaibench.selection import held_out_best_thresholds, selection_groups
-from xaibench.stability import ranking_stability
-from xaibench.stats import CELL, REPLICATE, Aggregate, bootstrap_ci, paired_p, replicate_statistics, two_level_bootstrap_ci, values_by_cell, with_replicates
+from xaibench.stability import ranking_stability, times_first
+from xaibench.stats import CELL, REPLICATE, bootstrap_ci, paired_p, replicate_statistics, two_level_bootstrap_ci, values_by_cell, with_replicates
 
 MODE_NAMES = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target"}
 ARROW = {"higher": "↑", "lower": "↓"}
@@ -78,7 +78,7 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
                 row.append("#1" if i == 0 else _pval(paired_p(other, first) if first is not None and other is not None else None))
             if reps > 1:
                 share = r.get("top1_share")
-                row += [_fmt(r["replicate_sd"]), "–" if share is None or math.isnan(share) else f"{round(share * r['replicates'])}/{r['replicates']}"]
+                row += [_fmt(r["replicate_sd"]), times_first(share, r["replicates"])]
             rows.append(row)
         stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
         header = ["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"] + (["p vs #1"] if values is not None else [])
@@ -192,12 +192,14 @@ def _entry(e: tuple, with_model: bool = True) -> str:
     return (f"{model} / " if with_model else "") + (explainer or "(model)") + (f" @ {layer}" if layer else "") + (f" @ {threshold}" if threshold else "")
 
 
-def stability_section(results: pd.DataFrame, aggregates: dict[str, Aggregate] | None = None) -> str:
-    """How much each ranking moves across replicates: #1 counts, Kendall's W, mean tau, swaps."""
+def stability_section(results: pd.DataFrame, per_replicate: pd.DataFrame | None = None) -> str:
+    """How much each ranking moves across replicates: #1 counts, Kendall's W, mean tau, swaps
+    (``per_replicate``: :func:`xaibench.stats.replicate_statistics` of ``results``)."""
     results = with_replicates(results)
     if results.groupby(REPLICATE).ngroups < 2:
         return ""
-    found = ranking_stability(replicate_statistics(results[results["metric"] != "sanity_rank_correlation"], aggregates))
+    per_replicate = replicate_statistics(results) if per_replicate is None else per_replicate
+    found = ranking_stability(per_replicate[per_replicate["metric"] != "sanity_rank_correlation"])
     if not found:
         return ""
     rows = []
@@ -234,9 +236,10 @@ def _replicate_line(results: pd.DataFrame) -> list[str]:
 
 def render(
     results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None,
-    aggregates: dict[str, Aggregate] | None = None,
+    per_replicate: pd.DataFrame | None = None,
 ) -> str:
-    """The whole leaderboard as markdown."""
+    """The whole leaderboard as markdown (``per_replicate``: the replicates' statistics per cell,
+    :func:`xaibench.stats.replicate_statistics`, with the metrics' own aggregates)."""
     datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
     n_images = results["image_id"].nunique() if not results.empty else 0
@@ -255,7 +258,7 @@ def render(
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
         ("Rankings per metric", rankings(summary[summary["metric"] != "sanity_rank_correlation"], results)),
-        ("Ranking stability across replicates", stability_section(results, aggregates)),
+        ("Ranking stability across replicates", stability_section(results, per_replicate)),
         ("Best threshold per method", best_thresholds(results, seed)),
         ("Sanity check: model randomisation", sanity_table(summary)),
     ]

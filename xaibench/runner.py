@@ -33,6 +33,7 @@ from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
 from xaibench.replicates import ReplicateData, fold_splits, replicate_data
 from xaibench.results import ResultStore, atomic_write_text
+from xaibench.stability import times_first
 from xaibench.stats import metric_aggregates, replicate_statistics, summarize
 from xaibench.worker import dataset_key
 
@@ -196,14 +197,15 @@ def run_benchmark(
             df = store.read()
             t1 = time.perf_counter()
             aggregates = metric_aggregates(p.metrics)
-            summary = summarize(df, config.seed, aggregates)
+            per_replicate = replicate_statistics(df, aggregates)
+            summary = summarize(df, config.seed, aggregates, per_replicate)
             atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
             plot_paths = plots.threshold_curves(summary, out_dir / "plots")
-            plot_paths += plots.replicate_spread(replicate_statistics(df, aggregates), out_dir / "plots")
+            plot_paths += plots.replicate_spread(per_replicate, out_dir / "plots")
             rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]
             if (out_dir / "plots" / "gallery.png").exists():
                 rel.append("plots/gallery.png")
-            atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel, aggregates))
+            atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel, per_replicate))
             timings["summary_s"] = time.perf_counter() - t1
             timings["total_s"] = time.perf_counter() - t0
             store.write_json("manifest.json", _manifest(config, p, registry, dev, timings, counter, data, len(df)))
@@ -329,10 +331,9 @@ def _print_top(summary: pd.DataFrame) -> None:
         ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         row = [metric, short.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci]
         if reps > 1:
-            share = r["top1_share"]
             row += [
                 "–" if pd.isna(r["replicate_sd"]) else f"{r['replicate_sd']:.3f}",
-                "–" if pd.isna(share) else f"{round(share * r['replicates'])}/{r['replicates']}",
+                times_first(r["top1_share"], r["replicates"]),
                 "–" if pd.isna(r["ranking_w"]) else f"{r['ranking_w']:.2f}",
             ]
         rows.append(row)

@@ -86,6 +86,13 @@ def ranking_stability(per_replicate: pd.DataFrame, top: int = 10) -> list[Stabil
     return out
 
 
+def times_first(share: float | None, replicates: int) -> str:
+    """``"2/3"``: a ``top1_share`` as replicates out of ``replicates``; ``–`` where it is NaN."""
+    if share is None or pd.isna(share):
+        return "–"
+    return f"{round(share * replicates)}/{replicates}"
+
+
 def top1_shares(results: list[Stability]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Two tables: per entry that is ever #1, the fraction of replicates in which it is #1 of its
     ranking (``top1_share``); and per ranking its Kendall's W (``ranking_w``)."""

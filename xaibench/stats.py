@@ -88,11 +88,14 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, sta
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def summarize(df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregate] | None = None) -> pd.DataFrame:
+def summarize(
+    df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregate] | None = None, per_replicate: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per cell: mean (or the metric's own statistic, see the module docstring; with
     replicates the mean of the replicates' statistics), std (over images), ci_low, ci_high,
     n (non-NaN rows), direction, statistic, replicates (those with a value), replicate_sd, and
-    with replicates top1_share / ranking_w (:func:`xaibench.stability.add_stability`)."""
+    with replicates top1_share / ranking_w (:func:`xaibench.stability.add_stability`, from
+    ``per_replicate``: :func:`replicate_statistics` of ``df``, computed here when not given)."""
     aggregates = aggregates or {}
     df = with_replicates(df)
     rows = []
@@ -129,7 +132,7 @@ def summarize(df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregat
     if df.groupby(REPLICATE).ngroups > 1:
         from xaibench.stability import add_stability
 
-        return add_stability(out, replicate_statistics(df, aggregates))
+        return add_stability(out, replicate_statistics(df, aggregates) if per_replicate is None else per_replicate)
     return out.assign(top1_share=np.nan, ranking_w=np.nan)
 
 
