@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import xaibench
-import xaibench.explainers as X
+import xaibench.default_plugins.explainers as X
 from xaibench.cache import HeatmapCache
 from xaibench.capture import PassCounter
 from xaibench.errors import UserError

@@ -1,12 +1,1 @@
-"""Built-in dataset plugins."""
-
-from xaibench.hookspecs import hookimpl
-
-
-@hookimpl
-def register_datasets(register):
-    from xaibench.datasets.rooftops import Rooftops
-    from xaibench.datasets.whu import WHU
-
-    register(Rooftops)
-    register(WHU)
+"""Built-in datasets; registered by :mod:`xaibench.default_plugins.datasets` like any plugin's."""

@@ -1,18 +1,1 @@
-"""Built-in explainers, registered through the ``xaibench`` entry point like any plugin's."""
-
-from xaibench.explainers.ablation_cam import AblationCAM
-from xaibench.explainers.eigen_cam import EigenCAM
-from xaibench.explainers.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
-from xaibench.explainers.model_output import ModelOutput
-from xaibench.explainers.random_map import RandomMap
-from xaibench.explainers.score_cam import ScoreCAM
-from xaibench.explainers.segx import SegX
-from xaibench.hookspecs import hookimpl
-
-BUILTIN = (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, AblationCAM, RandomMap, SegX, ModelOutput)
-
-
-@hookimpl
-def register_explainers(register):
-    for cls in BUILTIN:
-        register(cls)
+"""Built-in explainers; registered by :mod:`xaibench.default_plugins.explainers` like any plugin's."""

@@ -1,9 +1,1 @@
-"""Built-in model plugins."""
-
-from xaibench.hookspecs import hookimpl
-from xaibench.models.smp_unet import SmpUnet
-
-
-@hookimpl
-def register_models(register):
-    register(SmpUnet)
+"""Built-in models; registered by :mod:`xaibench.default_plugins.models` like any plugin's."""

@@ -6,8 +6,7 @@ import pytest
 import torch
 from xaibench_ecsplain.baselines import BASELINES, FCN, DeepLabV3, SepUNet, UNet, segmentation_step
 
-from xaibench.errors import UserError
-from xaibench.models.training import LoadContext
+from xaibench.plugin import LoadContext, UserError
 
 TINY = {
     "unet": {"channels": [4, 8, 16]},

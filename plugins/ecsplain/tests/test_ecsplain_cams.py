@@ -13,8 +13,7 @@ from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.model import ALIASES, Ecsplain, fused_layer
 
 import xaibench
-from xaibench.models.base import LoadedModel
-from xaibench.models.training import LoadContext
+from xaibench.plugin import LoadContext, LoadedModel
 
 # activations and gradients [B=1, K=2, h=1, w=2]
 A = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])

@@ -17,8 +17,7 @@ from xaibench_ecsplain.model import Ecsplain, fused_layer
 
 import xaibench
 from xaibench.devices import cuda_precision
-from xaibench.models.base import LoadedModel
-from xaibench.models.training import LoadContext
+from xaibench.plugin import LoadContext, LoadedModel
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from xaibench_ecsplain.dataset import InsarFolder, InsarMovingAreas, phase_channels
 
-from xaibench.errors import UserError
+from xaibench.plugin import UserError
 
 
 def _same(a, b):

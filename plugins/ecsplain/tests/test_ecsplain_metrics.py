@@ -15,8 +15,7 @@ from xaibench_ecsplain.metrics import (
     predicted_positive,
 )
 
-from xaibench.errors import UserError
-from xaibench.metrics.base import MetricContext
+from xaibench.plugin import MetricContext, UserError
 from xaibench.targets import resolve
 
 NAN = float("nan")

@@ -8,8 +8,7 @@ from xaibench_ecsplain.cams import multilayer_cam
 from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.model import ADAM, Ecsplain
 
-from xaibench.errors import UserError
-from xaibench.models.training import LoadContext
+from xaibench.plugin import LoadContext, UserError
 
 
 def _cam_error(plugin, model, samples):

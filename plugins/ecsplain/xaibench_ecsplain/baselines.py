@@ -37,10 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.datasets.base import Sample
-from xaibench.errors import UserError
-from xaibench.models.base import LoadedModel
-from xaibench.models.training import LoadContext, load_checkpoint
+from xaibench.plugin import LoadContext, LoadedModel, Sample, UserError, load_checkpoint
 from xaibench_ecsplain.dataset import augment as augment_batch
 from xaibench_ecsplain.model import dataset_channels, train_cached
 

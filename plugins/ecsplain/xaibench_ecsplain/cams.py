@@ -40,9 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.errors import UserError
-from xaibench.explainers.base import ExplainContext
-from xaibench.passes import Pass
+from xaibench.plugin import ExplainContext, Pass, UserError
 
 CAM_TYPES = ("grad_cam", "layer_cam", "score_cam", "norm_cam")
 GRADIENT_CAMS = ("grad_cam", "layer_cam", "norm_cam")

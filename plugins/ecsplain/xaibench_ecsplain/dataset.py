@@ -67,8 +67,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from xaibench.datasets.base import LazySplit, Sample
-from xaibench.errors import UserError, did_you_mean
+from xaibench.plugin import LazySplit, Sample, UserError, did_you_mean
 
 SPLITS = ("train", "val", "test")
 #: tiles used by ``channel_mean``

@@ -31,8 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xaibench.errors import UserError
-from xaibench.metrics.base import MetricContext
+from xaibench.plugin import MetricContext, UserError
 
 NAN = float("nan")
 

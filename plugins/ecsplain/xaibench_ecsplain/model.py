@@ -49,10 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.datasets.base import Sample
-from xaibench.errors import UserError
-from xaibench.models.base import LoadedModel
-from xaibench.models.training import LoadContext, config_hash, load_checkpoint, train_or_load
+from xaibench.plugin import LoadContext, LoadedModel, Sample, UserError, config_hash, load_checkpoint, train_or_load
 from xaibench_ecsplain.cams import CAM_TYPES, multilayer_cam
 from xaibench_ecsplain.dataset import augment as augment_batch
 

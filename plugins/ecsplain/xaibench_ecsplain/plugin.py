@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from xaibench import hookimpl
+from xaibench.plugin import hookimpl
 from xaibench_ecsplain.baselines import BASELINES
 from xaibench_ecsplain.cams import NormCAM
 from xaibench_ecsplain.dataset import InsarFolder, InsarMovingAreas

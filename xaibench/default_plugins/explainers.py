@@ -1,0 +1,20 @@
+"""The built-in explainers' hook implementation (entry point ``explainers`` of the xaibench distribution)."""
+
+from __future__ import annotations
+
+from xaibench.explainers.ablation_cam import AblationCAM
+from xaibench.explainers.eigen_cam import EigenCAM
+from xaibench.explainers.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from xaibench.explainers.model_output import ModelOutput
+from xaibench.explainers.random_map import RandomMap
+from xaibench.explainers.score_cam import ScoreCAM
+from xaibench.explainers.segx import SegX
+from xaibench.hookspecs import hookimpl
+
+BUILTIN = (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, AblationCAM, RandomMap, SegX, ModelOutput)
+
+
+@hookimpl
+def register_explainers(register):
+    for cls in BUILTIN:
+        register(cls)

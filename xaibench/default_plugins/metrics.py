@@ -1,0 +1,42 @@
+"""The built-in metrics' hook implementation (entry point ``metrics`` of the xaibench distribution)."""
+
+from __future__ import annotations
+
+from xaibench.hookspecs import hookimpl
+from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop
+from xaibench.metrics.localization import (
+    AUROC,
+    MAE,
+    DeletionAUC,
+    EnergyPointingGame,
+    Hausdorff,
+    InsertionAUC,
+    LocalizationF1,
+    LocalizationIoU,
+    LocalizationPrecision,
+    LocalizationRecall,
+    PointingGame,
+)
+
+BUILTIN = (
+    Confidence,
+    Entropy,
+    IoUDrop,
+    LocalizationIoU,
+    LocalizationPrecision,
+    LocalizationRecall,
+    LocalizationF1,
+    Hausdorff,
+    AUROC,
+    MAE,
+    PointingGame,
+    EnergyPointingGame,
+    DeletionAUC,
+    InsertionAUC,
+)
+
+
+@hookimpl
+def register_metrics(register):
+    for cls in BUILTIN:
+        register(cls)

@@ -1,0 +1,11 @@
+"""The built-in models' hook implementation (entry point ``models`` of the xaibench distribution)."""
+
+from __future__ import annotations
+
+from xaibench.hookspecs import hookimpl
+from xaibench.models.smp_unet import SmpUnet
+
+
+@hookimpl
+def register_models(register):
+    register(SmpUnet)

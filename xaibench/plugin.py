@@ -1,0 +1,48 @@
+"""The public plugin API: the one module a plugin package imports from.
+
+Everything a plugin of any kind needs is here; the rest of xaibench is internal and may move::
+
+    from xaibench.plugin import ExplainContext, Pass, hookimpl
+
+    class MyCAM:
+        name = "my_cam"
+        needs = Pass.ACTIVATIONS | Pass.GRADIENTS
+
+        def explain(self, ctx: ExplainContext):
+            w = ctx.gradients.mean(dim=(2, 3), keepdim=True)
+            return (w * ctx.activations).sum(1).relu()
+
+    @hookimpl
+    def register_explainers(register):
+        register(MyCAM)
+
+Contract checks for a plugin package's own tests are in :mod:`xaibench.testing`.
+"""
+
+from __future__ import annotations
+
+from xaibench.datasets.base import Dataset, LazySplit, Sample
+from xaibench.errors import UserError, did_you_mean
+from xaibench.explainers.base import ExplainContext, Explainer
+from xaibench.hookspecs import hookimpl
+from xaibench.metrics.base import Metric, MetricContext
+from xaibench.models.base import LoadedModel, Tail, fused_parts, infer_task, weights_hash
+from xaibench.models.training import LoadContext, batches, config_hash, load_checkpoint, save_atomic, train_or_load
+from xaibench.passes import Pass
+from xaibench.targets import Target, predicted_classes, probabilities
+
+__all__ = [
+    # hooks
+    "hookimpl",
+    # explainers
+    "Explainer", "ExplainContext", "Pass", "Target",
+    # metrics
+    "Metric", "MetricContext", "probabilities", "predicted_classes",
+    # datasets
+    "Dataset", "Sample", "LazySplit",
+    # models
+    "LoadedModel", "LoadContext", "Tail", "fused_parts", "infer_task", "weights_hash",
+    "train_or_load", "load_checkpoint", "save_atomic", "config_hash", "batches",
+    # errors
+    "UserError", "did_you_mean",
+]
