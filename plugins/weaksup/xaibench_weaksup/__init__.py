@@ -1,0 +1,1 @@
+"""xaibench-weaksup: weak supervision for landslide segmentation (landslide datasets, CycleGAN) as xaibench plugins."""
