@@ -49,12 +49,18 @@ def test_same_name_from_two_plugins_names_both():
     dup = _plugin("dup_plugin", register_explainers=lambda register: register(Dup))
     with pytest.raises(UserError) as e:
         load_registry([dup])
-    assert "xaibench.explainers" in str(e.value) and "dup_plugin" in str(e.value)
+    assert "xaibench.default_plugins.explainers" in str(e.value) and "dup_plugin" in str(e.value)
 
 
 def test_a_local_plugin_registers_like_a_packaged_one():
     class Mine:
         name = "mine"
+        direction = "higher"
+        uses_threshold = False
+        perturbation = None
+
+        def compute(self, ctx):
+            return ctx.images.new_zeros(ctx.images.shape[0])
 
     reg = load_registry([_plugin("local_plugin", register_metrics=lambda register: register(Mine))])
     assert reg.get("metrics", "mine") is Mine

@@ -81,10 +81,13 @@ def _cmd_list(args) -> int:
 
 def _cmd_validate(args) -> int:
     from xaibench.config import load_config
+    from xaibench.contracts import check_first_samples
     from xaibench.runner import plan
 
     config = load_config(args.config)
     p = plan(config)
+    splits = tuple(p.dataset.fold_splits) if config.run.folds else (config.split,)
+    check_first_samples(p.dataset, config.dataset.name, tuple(dict.fromkeys(("train", *splits))), config.source)  # one real sample of each
     run = config.run
     where = f"{config.dataset.name}/{'+'.join(p.dataset.fold_splits)} in {run.folds} folds" if run.folds else f"{config.dataset.name}/{config.split}"
     parts = ([f"{run.folds} folds"] if run.folds else []) + ([f"{len(run.seeds)} seeds"] if run.seeds else [])

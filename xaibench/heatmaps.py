@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from xaibench import __version__
 from xaibench.cache import HeatmapCache, heatmap_key, image_key
 from xaibench.capture import PassCounter, forward_replacing, shared_pass
+from xaibench.contracts import check_map, check_unchanged, fingerprint, origin
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext, params_key
 from xaibench.models.base import LoadedModel, fused_parts
@@ -213,25 +214,10 @@ class HeatmapEngine:
                 return self._scores(tail_logits, acts, idx, tgt, tail=True)
 
             def explain_other(other: str, layer=layer) -> torch.Tensor:
-                return maps[(other, layer)]
+                return maps[(other, layer)].clone()  # a copy: the map is cached and shared
 
-            ctx = ExplainContext(
-                images=images,
-                layer=layer,
-                activations=captured.activations.get(layer),
-                gradients=captured.gradients.get(layer),
-                target=tgt,
-                logits=captured.logits,
-                image_keys=keys,
-                masked_scores=masked_scores,
-                tail_scores=tail_scores,
-                explain=explain_other,
-                ground_truth=ground_truth,
-            )
-            with torch.no_grad():
-                raw = explainer.explain(ctx)
-            if raw.ndim != 3 or raw.shape[0] != images.shape[0]:
-                raise RuntimeError(f"explainer {name!r} returned shape {tuple(raw.shape)}, expected [B, h, w]")
+            ctx = _context(explainer, name, images, layer, captured, tgt, keys, masked_scores, tail_scores, explain_other, ground_truth)
+            raw = _call_explainer(explainer, name, ctx)
             if getattr(explainer, "normalize", True):
                 maps[pair] = normalize(raw, size)
             else:  # already a probability-like map in [0, 1]: only resized
@@ -243,6 +229,56 @@ class HeatmapEngine:
         self.computed.append(pair)
         for k, m in zip(keys, maps):
             self.cache.put(self._key(pair, k, target_key), m)
+
+
+def _undeclared(name: str, explainer: object, flag: Pass):
+    def fail(*args, **kwargs):
+        raise UserError(f"explainer {name!r} ({origin(explainer)}) calls ctx.{flag.name.lower()}, but its needs ({explainer.needs!r}) do not declare Pass.{flag.name}")
+
+    return fail
+
+
+def _context(explainer, name, images, layer, captured, tgt, keys, masked_scores, tail_scores, explain_other, ground_truth) -> ExplainContext:
+    """The explainer's context: only the passes its ``needs`` declare (the others are None, or
+    callables that raise a user error naming ``needs``), whatever else the grid computed."""
+    needs = explainer.needs
+    return ExplainContext(
+        images=images,
+        layer=layer,
+        activations=captured.activations.get(layer) if needs & Pass.ACTIVATIONS else None,
+        gradients=captured.gradients.get(layer) if needs & Pass.GRADIENTS else None,
+        target=tgt,
+        logits=captured.logits,
+        image_keys=keys,
+        masked_scores=masked_scores if needs & Pass.MASKED_FORWARDS else _undeclared(name, explainer, Pass.MASKED_FORWARDS),
+        tail_scores=tail_scores if needs & Pass.TAIL_FORWARDS else _undeclared(name, explainer, Pass.TAIL_FORWARDS),
+        explain=explain_other,
+        ground_truth=ground_truth,
+    )
+
+
+LENT = ("images", "activations", "gradients", "logits", "ground_truth")
+
+
+def _call_explainer(explainer, name: str, ctx: ExplainContext) -> torch.Tensor:
+    """``explainer.explain(ctx)``, checked: the map's shape (:func:`~xaibench.contracts.check_map`),
+    that no lent tensor was written to, and an undeclared pass named when the explainer trips on it."""
+    lent = {f: getattr(ctx, f) for f in LENT}
+    before = {f: fingerprint(t) for f, t in lent.items()}
+    try:
+        with torch.no_grad():
+            raw = explainer.explain(ctx)
+    except (TypeError, AttributeError) as exc:
+        missing = [f for f, flag in (("activations", Pass.ACTIVATIONS), ("gradients", Pass.GRADIENTS)) if getattr(ctx, f) is None and not explainer.needs & flag]
+        if missing and "NoneType" in str(exc):
+            flags = " | ".join(f"Pass.{f.upper()}" for f in missing)
+            raise UserError(
+                f"explainer {name!r} ({origin(explainer)}) failed on ctx.{missing[0]} = None ({type(exc).__name__}: {exc}); "
+                f"a pass an explainer does not declare is None: add {flags} to its needs ({explainer.needs!r})"
+            ) from exc
+        raise
+    check_unchanged(before, lent, f"explainer {name!r} ({origin(explainer)})")
+    return check_map(raw, explainer, name, ctx.images, ctx.layer)
 
 
 def _first(out):

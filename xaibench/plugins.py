@@ -18,6 +18,7 @@ from types import ModuleType
 import pluggy
 
 from xaibench import hookspecs
+from xaibench.contracts import class_problems
 from xaibench.errors import UserError, did_you_mean
 
 GROUP = "xaibench"
@@ -105,6 +106,9 @@ class Registry:
                     f"(distribution {old.distribution}) and by {module} (distribution {dist}); "
                     "uninstall one of them or rename the plugin"
                 )
+            problems = class_problems(kind, cls)
+            if problems:
+                raise UserError(f"{_SINGULAR[kind]} {name!r} of plugin module {module!r} ({dist}): {'; '.join(problems)}")
             self._entries[kind][name] = Entry(kind, name, cls, dist, module)
 
         return register
@@ -142,6 +146,26 @@ class Registry:
         return out
 
 
+HOOKS = tuple(f"register_{kind}" for kind in KINDS)
+
+
+def _check_hook_functions(pm: PluginManager) -> None:
+    """Functions of a plugin module that look like hooks but are not: a ``register_*`` function
+    without ``@hookimpl`` (pluggy would skip it silently) or with a hook name that does not exist."""
+    dists = _distributions(pm)
+    for plugin in pm.get_plugins():
+        where = f"plugin {getattr(plugin, '__name__', repr(plugin))} (distribution {dists.get(id(plugin), LOCAL)})"
+        for attr in dir(plugin):
+            fn = getattr(plugin, attr, None)
+            if not attr.startswith("register") or not callable(fn) or isinstance(fn, type):
+                continue
+            decorated = hasattr(fn, f"{GROUP}_impl")
+            if attr in HOOKS and not decorated:
+                raise UserError(f"{where}: {attr}() is not decorated with @hookimpl (from xaibench.plugin import hookimpl), so it would never be called")
+            if attr not in HOOKS and decorated:
+                raise UserError(f"{where}: {did_you_mean(attr, HOOKS, 'hook')}")
+
+
 def plugin_manager(extra_plugins: Iterable[ModuleType | object] = ()) -> PluginManager:
     """A new PluginManager with the hookspecs, every installed entry point and ``extra_plugins``."""
     pm = PluginManager()
@@ -151,6 +175,7 @@ def plugin_manager(extra_plugins: Iterable[ModuleType | object] = ()) -> PluginM
             pm.register(plugin)
         except pluggy.PluginValidationError as exc:
             raise UserError(f"plugin {getattr(plugin, '__name__', plugin)!r}: {exc}") from exc
+    _check_hook_functions(pm)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

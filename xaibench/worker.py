@@ -18,6 +18,7 @@ from xaibench import sanity as sanity_check
 from xaibench.cache import HeatmapCache, default_cache_dir, image_key
 from xaibench.capture import PassCounter
 from xaibench.config import Config, _hash
+from xaibench.contracts import check_sample
 from xaibench.evaluation import evaluate_batch
 from xaibench.grid import Cell
 from xaibench.heatmaps import BatchMaps, HeatmapEngine
@@ -91,6 +92,9 @@ class BatchWorker:
     def process(self, samples: list, missing: list[Cell], done: set | frozenset = frozenset()) -> BatchResult:
         """Rows for the ``missing`` cells on ``samples`` ((cell, image, fold, seed) in ``done`` are left out)."""
         config, dev, paths = self.config, self.device, self.layer_paths
+        n = getattr(self.plan.dataset, "num_classes", 2)
+        for s in samples:
+            check_sample(s, config.dataset.name, n, self.replicate.describe())
         images = torch.stack([s.image for s in samples]).to(dev)
         truth = torch.stack([s.mask for s in samples]).to(dev)
         ids = [s.image_id for s in samples]

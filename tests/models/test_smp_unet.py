@@ -71,3 +71,22 @@ def test_resolve_layer_aliases_paths_and_output(tiny_unet):
     assert m.resolve_layer("output") == "" and m.layer_name("") == "output"
     with pytest.raises(UserError, match="Did you mean 'decoder1'"):
         m.resolve_layer("decoder_1")
+
+
+def test_the_unet_takes_the_datasets_channels_and_an_explicit_default_is_the_same_model(tmp_path):
+    from xaibench.datasets.base import Sample
+    from xaibench.models.smp_unet import SmpUnet
+
+    class FourChannels:
+        name, num_classes = "four", 2
+
+        def split(self, name):
+            return [Sample(torch.rand(4, 32, 32), torch.zeros(32, 32, dtype=torch.long), f"{name}{i}") for i in range(2)]
+
+    small = dict(encoder_depth=3, decoder_channels=[8, 4, 4], epochs=1, batch_size=2)
+    ctx = LoadContext(dataset=FourChannels(), dataset_key="four", cache_dir=tmp_path, show_progress=False)
+    model = SmpUnet(**small).load(ctx)
+    assert model.module(torch.rand(1, 4, 32, 32)).shape == (1, 1, 32, 32)
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1
+    SmpUnet(**small, in_channels=4).load(ctx)  # written explicitly: the same cache entry, no retraining
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1

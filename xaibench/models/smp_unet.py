@@ -65,6 +65,18 @@ def unet_tail(model: nn.Module, path: str) -> Tail | None:
     return Tail(extra=("encoder",), fn=fn)
 
 
+def image_channels(dataset) -> int:
+    """Channels of the dataset's images: those of its first train (else test, else val) sample."""
+    for name in ("train", "test", "val"):
+        try:
+            split = dataset.split(name)
+        except UserError:
+            continue
+        if len(split):
+            return int(split[0].image.shape[0])
+    raise UserError("the dataset has no images; set model.in_channels")
+
+
 class SmpUnet:
     """segmentation-models-pytorch ``Unet``; ``checkpoint`` loads weights, else it trains on first use."""
 
@@ -81,6 +93,7 @@ class SmpUnet:
         batch_size: int = 16,
         lr: float = 1e-3,
         seed: int = 0,
+        in_channels: int = 0,
     ):
         if len(decoder_channels) != encoder_depth:
             raise UserError(
@@ -88,6 +101,9 @@ class SmpUnet:
             )
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise UserError("model.epochs and model.batch_size must be >= 1 and model.lr > 0")
+        if in_channels < 0:
+            raise UserError("model.in_channels must be >= 1, or 0 (the default) for the dataset's image channels")
+        self.in_channels = in_channels
         self.encoder = encoder
         self.encoder_depth = encoder_depth
         self.decoder_channels = list(decoder_channels)
@@ -98,7 +114,7 @@ class SmpUnet:
         self.lr = lr
         self.seed = seed
 
-    def build(self, num_classes: int) -> nn.Module:
+    def build(self, num_classes: int, in_channels: int = 3) -> nn.Module:
         import segmentation_models_pytorch as smp
 
         classes = self.classes or (1 if num_classes <= 2 else num_classes)
@@ -110,17 +126,22 @@ class SmpUnet:
                 encoder_depth=self.encoder_depth,
                 decoder_channels=self.decoder_channels,
                 classes=classes,
+                in_channels=in_channels,
             )
         except (KeyError, ValueError) as exc:
             raise UserError(f"model.encoder = {self.encoder!r} is not an encoder segmentation-models-pytorch knows: {exc}") from exc
 
     def load(self, ctx: LoadContext) -> LoadedModel:
-        module = self.build(ctx.dataset.num_classes)
+        channels = self.in_channels or image_channels(ctx.dataset)
+        module = self.build(ctx.dataset.num_classes, channels)
         if self.checkpoint:
             load_checkpoint(module, self.checkpoint)
             module = module.to(ctx.device).eval()
         else:
-            params = {k: v for k, v in vars(self).items() if k != "checkpoint"}
+            # the values used, not the TOML text: an explicit default is the same model
+            params = {k: v for k, v in vars(self).items() if k not in ("checkpoint", "in_channels")}
+            if channels != 3:
+                params["in_channels"] = channels
             key = config_hash(model=self.name, params=params, dataset=ctx.dataset_key)
             module = train_or_load(
                 module,

@@ -1,0 +1,187 @@
+"""The plugin contract: what a registered class must declare and what its calls must return.
+
+Checked when a class registers (its declared attributes), by the engine and the evaluation
+(every explainer's map and every metric's scores, every batch's samples) and by
+:mod:`xaibench.testing` in a plugin package's own tests. Every failure is a
+:class:`~xaibench.errors.UserError` that names the plugin and its distribution.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import metadata
+
+import torch
+
+from xaibench.config import PERTURBATIONS, SPLITS
+from xaibench.errors import UserError
+from xaibench.passes import Pass
+
+DIRECTIONS = ("higher", "lower")
+
+
+@functools.cache
+def _top_level_distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+def origin(obj: object) -> str:
+    """``module (distribution)`` of a plugin class or instance, for error messages."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    module = cls.__module__
+    dists = _top_level_distributions().get(module.split(".")[0], [])
+    return f"{module}.{cls.__qualname__} ({', '.join(dists) or 'not installed as a distribution'})"
+
+
+def _callable(cls: type, name: str) -> list[str]:
+    return [] if callable(getattr(cls, name, None)) else [f"has no method {name}()"]
+
+
+def _explainer_problems(cls: type) -> list[str]:
+    out = _callable(cls, "explain")
+    needs = getattr(cls, "needs", None)
+    if not isinstance(needs, Pass):
+        out.append(f"needs must be xaibench.plugin.Pass flags (e.g. Pass.ACTIVATIONS | Pass.GRADIENTS), got {needs!r}")
+    if not isinstance(getattr(cls, "normalize", True), bool):
+        out.append("normalize must be True or False")
+    composes = getattr(cls, "composes", ())  # a property when it depends on the parameters (segx)
+    if not isinstance(composes, (tuple, list, property)) or not isinstance(composes, property) and not all(isinstance(c, str) for c in composes):
+        out.append(f"composes must be a tuple of explainer names, got {composes!r}")
+    return out
+
+
+def _metric_problems(cls: type) -> list[str]:
+    out = _callable(cls, "compute")
+    d = getattr(cls, "direction", None)
+    if d not in DIRECTIONS:
+        out.append(f"direction must be 'higher' or 'lower', got {d!r}")
+    for mode, v in dict(getattr(cls, "directions", {}) or {}).items():
+        if mode not in PERTURBATIONS or v not in DIRECTIONS:
+            out.append(f"directions maps perturbation modes ({', '.join(PERTURBATIONS)}) to 'higher' / 'lower', got {mode!r}: {v!r}")
+    for flag in ("uses_threshold", "uses_map"):
+        if not isinstance(getattr(cls, flag, True), bool):
+            out.append(f"{flag} must be True or False, got {getattr(cls, flag)!r}")
+    if not hasattr(cls, "uses_threshold"):
+        out.append("uses_threshold is missing (True when the metric reads the binarised map)")
+    p = getattr(cls, "perturbation", "missing")
+    if p not in (None, "cell", *PERTURBATIONS):
+        out.append(f"perturbation must be None, 'cell' or one of {', '.join(PERTURBATIONS)}, got {p!r}")
+    if hasattr(cls, "aggregate") and not callable(cls.aggregate):
+        out.append("aggregate must be a staticmethod from the per-image values to a float")
+    return out
+
+
+def _dataset_problems(cls: type) -> list[str]:
+    out = _callable(cls, "split") + _callable(cls, "channel_mean")
+    splits = getattr(cls, "fold_splits", ())
+    if not isinstance(splits, (tuple, list)) or not all(s in SPLITS for s in splits):
+        out.append(f"fold_splits must be a tuple of split names ({', '.join(SPLITS)}), got {splits!r}")
+    n = getattr(cls, "num_classes", 2)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        out.append(f"num_classes must be an int >= 2 (background included), got {n!r}")
+    return out
+
+
+CLASS_CHECKS = {"explainers": _explainer_problems, "metrics": _metric_problems, "datasets": _dataset_problems, "models": lambda c: _callable(c, "load")}
+
+
+def class_problems(kind: str, cls: object) -> list[str]:
+    """What a class registered as a ``kind`` plugin gets wrong (empty: nothing)."""
+    if not isinstance(cls, type):
+        return [f"register() takes the plugin class, got {cls!r}"]
+    return CLASS_CHECKS[kind](cls)
+
+
+def check_map(raw: object, explainer: object, name: str, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """An explainer's raw map: a real tensor [B, h, w] with the images' aspect ratio."""
+    where = f"explainer {name!r} ({origin(explainer)}) at layer {layer!r}"
+    b, _, height, width = images.shape
+    if not isinstance(raw, torch.Tensor):
+        raise UserError(f"{where} returned {type(raw).__name__}; expected a tensor [B, h, w] = [{b}, h, w]")
+    shape = tuple(raw.shape)
+    if raw.ndim != 3 or shape[0] != b:
+        hint = " (drop the channel dimension: .squeeze(1))" if raw.ndim == 4 and shape[1] == 1 else ""
+        raise UserError(f"{where} returned shape {shape}; expected [B, h, w] = [{b}, h, w]{hint}")
+    if not (raw.is_floating_point() or raw.dtype == torch.bool):
+        raise UserError(f"{where} returned dtype {raw.dtype}; expected a float map")
+    h, w = shape[1:]
+    if min(h, w) < 1 or abs(h * width - w * height) > max(h, w) * max(height, width) / 4:
+        raise UserError(f"{where} returned a {h} x {w} map for {height} x {width} images; a map must have the images' aspect ratio")
+    return raw
+
+
+def check_scores(values: object, metric: object, name: str, batch: int, where: str) -> torch.Tensor:
+    """A metric's scores: a float tensor [B], one value per image."""
+    what = f"metric {name!r} ({origin(metric)}) on {where}"
+    if not isinstance(values, torch.Tensor):
+        raise UserError(f"{what} returned {type(values).__name__}; expected a float tensor [B] = [{batch}], one value per image")
+    if tuple(values.shape) != (batch,):
+        raise UserError(f"{what} returned shape {tuple(values.shape)}; expected [B] = [{batch}], one value per image")
+    return values
+
+
+def check_sample(sample: object, dataset: str, num_classes: int, where: str) -> None:
+    """A dataset's sample: image float [C, H, W] in [0, 1], mask int [H, W] of class ids, a string id."""
+    what = f"dataset {dataset!r}, {where}"
+    image, mask, image_id = (getattr(sample, k, None) for k in ("image", "mask", "image_id"))
+    if not isinstance(image_id, str) or not image_id:
+        raise UserError(f"{what}: image_id must be a non-empty string, got {image_id!r}")
+    what += f", image {image_id!r}"
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or not image.is_floating_point():
+        raise UserError(f"{what}: image must be a float tensor [C, H, W], got {_describe(image)}")
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.is_floating_point():
+        raise UserError(f"{what}: mask must be an integer tensor [H, W] of class ids, got {_describe(mask)}")
+    if tuple(mask.shape) != tuple(image.shape[1:]):
+        raise UserError(f"{what}: mask is {tuple(mask.shape)} but the image is {tuple(image.shape[1:])}; they must have the same height and width")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0 or hi > 1:
+        raise UserError(f"{what}: image values must be in [0, 1], found [{lo:g}, {hi:g}]")
+    mlo, mhi = int(mask.min()), int(mask.max())
+    if mlo < 0 or mhi >= num_classes:
+        hint = " (a 0/255 mask: divide it by 255)" if mhi == 255 else ""
+        raise UserError(f"{what}: mask values must be class ids 0..{num_classes - 1}, found {mlo}..{mhi}{hint}")
+
+
+def _describe(t: object) -> str:
+    return f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def fingerprint(t: torch.Tensor | None) -> tuple | None:
+    """A cheap fingerprint of a tensor's content (its sum and a strided sample), to detect a
+    plugin writing into a tensor it was lent."""
+    if t is None or not isinstance(t, torch.Tensor):
+        return None
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // 2048)
+    return (float(flat.sum(dtype=torch.float64)), flat[::step].clone())
+
+
+def same(a: tuple | None, b: tuple | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a[0] == b[0] or (a[0] != a[0] and b[0] != b[0])) and torch.equal(a[1], b[1])
+
+
+def check_unchanged(before: dict[str, tuple | None], tensors: dict[str, torch.Tensor | None], what: str) -> None:
+    """A user error naming the first lent tensor whose content changed."""
+    for field, fp in before.items():
+        if not same(fp, fingerprint(tensors[field])):
+            raise UserError(f"{what} changed ctx.{field} in place; it is shared with other plugins and the cache: work on a copy (ctx.{field}.clone())")
+
+
+def check_first_samples(dataset: object, name: str, splits: tuple[str, ...], source: str) -> None:
+    """:func:`check_sample` on the first sample of each of ``splits`` that has one (what
+    ``xaibench validate`` and a run read before anything is trained); a missing "train" split
+    is fine here (a model with a checkpoint needs none)."""
+    n = getattr(dataset, "num_classes", 2)
+    for split in splits:
+        try:
+            samples = dataset.split(split)
+        except (KeyError, IndexError) as exc:
+            raise UserError(f"{source}: dataset.split = {split!r}: {exc}") from exc
+        except UserError:
+            if split == "train":
+                continue
+            raise
+        if len(samples):
+            check_sample(samples[0], name, n, f"split {split!r}, sample 0")
