@@ -43,7 +43,7 @@ def has_heading_for(path: Path, name: str) -> bool:
 
 def test_example_package_has_the_files_the_guide_promises():
     files = example_files()
-    for rel in ("pyproject.toml", "xaibench_example/__init__.py", "xaibench_example/plugin.py"):
+    for rel in ("pyproject.toml", "xaibench_example/__init__.py", "xaibench_example/plugin.py", "tests/test_plugin.py"):
         assert f"{EXAMPLE}/{rel}" in files, rel
     assert '[project.entry-points.xaibench]\nexample = "xaibench_example.plugin"' in files[f"{EXAMPLE}/pyproject.toml"]
 
@@ -155,6 +155,12 @@ def test_example_explainer_and_metric_work(installed_example):
     tmp, env = installed_example
     r = _run(["-c", EXPLAIN_SCRIPT, str(tmp / EXAMPLE / "example.toml")], env, tmp)
     assert r.returncode == 0 and "EXAMPLE OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_example_packages_own_tests_pass_on_xaibench_testing(installed_example):
+    tmp, env = installed_example
+    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp / EXAMPLE / "tests")], env, tmp)
+    assert r.returncode == 0 and "3 passed" in r.stdout, r.stdout + r.stderr
 
 
 # -- (b) every hook, context field and pass flag is documented ----------------------------------

@@ -210,7 +210,7 @@ def stability_section(results: pd.DataFrame, per_replicate: pd.DataFrame | None 
         name = s.metric + (f" — {MODE_NAMES.get(s.perturbation, s.perturbation).split()[0]}" if s.perturbation else "")
         rows.append([name, str(s.replicates), str(s.entries), _fmt(s.w, 3), _fmt(s.tau, 3), top1, swaps])
     note = (
-        "Each ranking ranked again in every replicate (its own trained models, on its own held-out images). "
+        "Each ranking ranked again in every replicate (its own trained models; with folds, on its own held-out images). "
         "Kendall's W: agreement of the replicates' rankings over all entries (1 = identical, 0 = none); "
         "mean τ: the mean Kendall tau of every pair of replicates; `#1`: how often each entry is first; "
         "`swaps`: pairs of the overall top 10 (the better one first) whose order flips, and in how many replicates."

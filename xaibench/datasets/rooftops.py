@@ -245,6 +245,8 @@ class Rooftops:
     num_classes: int = 2
     #: what ``[run] folds`` splits into folds (val stays out: it is not scored)
     fold_splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    #: small parameters for xaibench.testing.check_dataset
+    test_params: ClassVar[dict] = {"size": 32, "n_train": 4, "n_val": 2, "n_test": 4}
 
     def __init__(
         self,

@@ -81,6 +81,8 @@ class SmpUnet:
     """segmentation-models-pytorch ``Unet``; ``checkpoint`` loads weights, else it trains on first use."""
 
     name = "smp_unet"
+    #: small parameters for xaibench.testing.check_model (the registry-wide contract test)
+    test_params = {"encoder_depth": 3, "decoder_channels": [8, 4, 4], "epochs": 1, "batch_size": 4}
 
     def __init__(
         self,
