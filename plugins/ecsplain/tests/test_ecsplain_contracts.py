@@ -1,13 +1,13 @@
 """xaibench-ecsplain's plugins against the core's contract checks (xaibench.testing)."""
 
 import pytest
-
-from xaibench.testing import check_dataset, check_explainer, check_metric, check_model
 from xaibench_ecsplain.baselines import BASELINES
 from xaibench_ecsplain.cams import NormCAM
 from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.metrics import METRICS
 from xaibench_ecsplain.model import Ecsplain
+
+from xaibench.testing import check_dataset, check_explainer, check_metric, check_model
 
 SMALL_INSAR = {"size": 32, "n_train": 8, "n_val": 0, "n_test": 4, "seed": 3}
 

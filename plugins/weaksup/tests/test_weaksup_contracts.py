@@ -1,7 +1,8 @@
 """xaibench-weaksup's datasets against the core's contract checks (xaibench.testing)."""
 
-from xaibench.testing import check_dataset
 from xaibench_weaksup.landslides import Landslides
+
+from xaibench.testing import check_dataset
 
 
 def test_landslides_keep_the_dataset_contract():
