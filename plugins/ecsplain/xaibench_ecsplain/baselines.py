@@ -185,6 +185,8 @@ class _Baseline:
     """Common training / caching / loading of the baseline segmenters."""
 
     name: ClassVar[str]
+    #: small parameters for xaibench.testing.check_model (the core's registry-wide contract test)
+    test_params: ClassVar[dict] = {"nb_epochs": 1, "batch_size": 4}
     layers: ClassVar[dict[str, str]]
 
     def _common(self, nb_epochs: int, batch_size: int, lr: float, checkpoint: str, seed: int, augment: bool) -> None:

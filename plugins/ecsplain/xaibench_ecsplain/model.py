@@ -230,6 +230,8 @@ class Ecsplain:
     """ECSPLAIN classifier (timm ResNet, one logit) trained with a CAM segmentation constraint."""
 
     name = "ecsplain"
+    #: small parameters for xaibench.testing.check_model (the core's registry-wide contract test)
+    test_params = {"width": 4, "nb_epochs": 1, "batch_size": 4}
 
     def __init__(
         self,
