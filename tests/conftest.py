@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -69,3 +74,23 @@ def tiny_config(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(textwrap.dedent(TINY_CONFIG))
     return path
+
+
+def _kill_9_after_parts(config, out, parts: int, poll: float = 0.02) -> None:
+    """Run ``xaibench run CONFIG --out OUT`` in a child process and SIGKILL it once ``parts``
+    result parts are on disk (or after 240 s)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "xaibench.cli", "run", str(config), "--out", str(out), "--quiet"], env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list((out / "parts").glob("part-*.parquet")) if (out / "parts").exists() else []) < parts:
+            time.sleep(poll)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+@pytest.fixture
+def kill_9_after_parts():
+    """``kill_9_after_parts(config, out, parts)``: a run killed with SIGKILL mid-way."""
+    return _kill_9_after_parts

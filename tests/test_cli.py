@@ -75,3 +75,16 @@ def test_run_then_leaderboard_regenerates_it(tiny_config, tmp_path, capsys):
     assert pngs and sorted(p.name for p in (tmp_path / "board").glob("*.png")) == pngs
     for name in pngs:
         assert f"](board/{name})" in text
+
+
+def test_a_mistyped_config_path_is_reported_before_torch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom xaibench.cli import main\n"
+        f"rc = main(['run', {str(tmp_path / 'nope.toml')!r}])\n"
+        "print('torch' in sys.modules, rc)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.stdout.strip() == "False 2" and r.stderr.startswith("error: config file")

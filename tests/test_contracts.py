@@ -220,3 +220,12 @@ def test_bad_dataset_masks_are_caught_by_validate_and_before_training(config, tm
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "bad_masks" in err
+
+
+def test_a_metric_that_is_nan_everywhere_is_named_in_a_warning(config, tmp_path, capsys):
+    cls = type("Variant", (_Metric,), {"compute": lambda self, ctx: torch.full((ctx.images.shape[0],), float("nan"))})
+    plugin = _module("authors_plugin", register_metrics=hookimpl(lambda register: register(cls)))
+    _run(config(metrics='["authors_metric", "localization_iou"]'), plugin, tmp_path / "o")
+    err = capsys.readouterr().err
+    assert "warning: metric 'authors_metric' has no value (NaN) on any image in its 2 cells" in err
+    assert "localization_iou" not in err.split("warning:")[1]

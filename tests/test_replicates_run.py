@@ -1,11 +1,6 @@
 """A benchmark under replicates, end to end: folds x seeds on a tiny config."""
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import pandas as pd
 import pytest
@@ -104,18 +99,10 @@ def test_a_second_run_resumes_every_replicate_and_a_new_seed_adds_only_its_own(t
         xaibench.run(other, out, show_progress=False)
 
 
-def test_kill_9_mid_fold_then_resume_loses_and_duplicates_nothing(trained, tmp_path):
+def test_kill_9_mid_fold_then_resume_loses_and_duplicates_nothing(trained, tmp_path, kill_9_after_parts):
     cfg, _, reference, _ = trained
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "xaibench.cli", "run", str(cfg), "--out", str(out), "--quiet"], env=env)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(list((out / "parts").glob("part-*.parquet")) if (out / "parts").exists() else []) < 3:
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_9_after_parts(cfg, out, parts=3, poll=0.02)
     partial = ResultStore(out).read()
     assert 0 < len(partial) < len(reference)
     full = xaibench.run(cfg, out, show_progress=False)

@@ -64,3 +64,14 @@ def test_clear_removes_only_our_outputs(tmp_path):
     store.clear()
     assert not (tmp_path / "results.parquet").exists() and not (tmp_path / "parts").exists()
     assert (tmp_path / "notes.txt").exists()
+
+
+def test_a_run_directory_without_its_parts_reads_its_consolidated_table(tmp_path):
+    import shutil
+
+    store = ResultStore(tmp_path)
+    store.append(_rows(3, "a"))
+    shutil.rmtree(tmp_path / "parts")
+    assert len(ResultStore(tmp_path).read()) == 3
+    ResultStore(tmp_path).append(_rows(2, "b"))  # resuming there keeps the earlier rows
+    assert len(ResultStore(tmp_path).read()) == 5 and len(pd.read_parquet(tmp_path / "results.parquet")) == 5

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from xaibench.errors import UserError
+from xaibench.config import instantiate
+from xaibench.errors import UserError, did_you_mean
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.models.base import LoadedModel, infer_task
 from xaibench.plugins import load_registry
@@ -49,10 +50,19 @@ def explain(
     registry = load_registry()
     names = registry.expand("explainers", _as_list(methods))
     params = method_params or {}
-    instances = {n: registry.get("explainers", n)(**params.get(n, {})) for n in names}
-    for inst in list(instances.values()):  # composites' bases, with their default parameters
-        for base in getattr(inst, "composes", ()):
-            instances.setdefault(base, registry.get("explainers", base)(**params.get(base, {})))
+    for n in params:
+        if n not in registry.names("explainers"):
+            raise UserError(f"method_params: {did_you_mean(n, registry.names('explainers'), 'explainer')}")
+    instances: dict[str, Any] = {}
+
+    def add(name: str) -> None:  # an explainer and, recursively, the bases it composes
+        if name not in instances:
+            instances[name] = instantiate(registry.get("explainers", name), params.get(name, {}), f"method_params[{name!r}]:")
+            for base in getattr(instances[name], "composes", ()):
+                add(base)
+
+    for n in names:
+        add(n)
     loaded = model if isinstance(model, LoadedModel) else None
     module = loaded.module if loaded else model
     was_training = module.training

@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args) -> int:
     from xaibench.config import load_config
+
+    config = load_config(args.config)  # before torch is imported: a bad path or key is reported at once
     from xaibench.runner import run_benchmark
 
-    config = load_config(args.config)
     out = args.out or Path("runs") / config.name
     run_benchmark(config, out=out, fresh=args.fresh, device=args.device, sanity=args.sanity, executor=args.executor, show_progress=not args.quiet)
     print(f"results: {out / 'results.parquet'}\nleaderboard: {out / 'leaderboard.md'}")
@@ -81,10 +82,11 @@ def _cmd_list(args) -> int:
 
 def _cmd_validate(args) -> int:
     from xaibench.config import load_config
+
+    config = load_config(args.config)  # before torch is imported: a bad path or key is reported at once
     from xaibench.contracts import check_first_samples
     from xaibench.runner import plan
 
-    config = load_config(args.config)
     p = plan(config)
     splits = tuple(p.dataset.fold_splits) if config.run.folds else (config.split,)
     check_first_samples(p.dataset, config.dataset.name, tuple(dict.fromkeys(("train", *splits))), config.source)  # one real sample of each

@@ -95,21 +95,25 @@ class ResultStore:
             elif p.exists():
                 p.unlink()
 
-    def has_results(self) -> bool:
+    def _has_parts(self) -> bool:
         return self.parts.is_dir() and any(self.parts.glob("part-*.parquet"))
 
+    def has_results(self) -> bool:
+        return self._has_parts() or self.table.is_file()
+
     def read(self) -> pd.DataFrame:
-        """All rows written so far (from the parts; the consolidated table is a convenience copy)."""
-        files = sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
-        if not files:
-            return self.read_empty()
+        """All rows written so far (from the parts; the consolidated table is a convenience copy,
+        read when a run directory has no parts, e.g. one copied without them)."""
+        files = sorted(self.parts.glob("part-*.parquet")) if self._has_parts() else []
+        if not files and self.table.is_file():  # a run directory copied without its parts/
+            files = [self.table]
         tables = []
         for f in files:
             try:
                 tables.append(self._read_part(f))
             except (OSError, pa.ArrowInvalid, KeyError):
                 continue  # a part that never finished its rename cannot be here; anything else foreign is skipped
-        return pa.concat_tables(tables).to_pandas() if tables else self.read_empty()
+        return pa.concat_tables(tables).to_pandas() if tables else self.read_empty()  # empty: no rows yet
 
     def _read_part(self, path: Path) -> pa.Table:
         """A part in SCHEMA; one written before the replicate columns gets fold "" and the default seed."""
@@ -135,6 +139,10 @@ class ResultStore:
             return
         rows = rows.assign(**{k: v for k, v in (("fold", ""), ("seed", self.default_seed)) if k not in rows})
         table = pa.Table.from_pandas(rows[COLUMNS], schema=SCHEMA, preserve_index=False)
+        if not self._has_parts() and self.table.is_file():  # resuming a directory copied without parts/:
+            earlier = self._read_part(self.table)  # its table becomes the first part, so no row is lost
+            self.parts.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.parts / "part-000000-table.parquet", lambda tmp: pq.write_table(earlier, tmp))
         self.parts.mkdir(parents=True, exist_ok=True)
         n = len(list(self.parts.glob("part-*.parquet")))
         part = self.parts / f"part-{n:06d}-{uuid.uuid4().hex[:8]}.parquet"

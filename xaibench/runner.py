@@ -213,6 +213,7 @@ def run_benchmark(
         if created and not store.has_results():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+    _warn_empty_metrics(summary)
     if show_progress:
         _print_top(summary)
     return df
@@ -311,6 +312,22 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
                 named = {(e, l): result.maps.maps[(e, paths[l])] for e in worker.mp.explainer_names for l in worker.mp.layers if (e, paths[l]) in result.maps.maps}
                 plots.gallery(torch.stack([s.image for s in batch]), torch.stack([s.mask for s in batch]), named, gallery)
             bar.update(task, advance=len(unit.sample_indices))
+
+
+def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
+    """Metrics with no value on any image in every one of their cells: metric -> cells."""
+    by = summary.groupby("metric")["n"]
+    return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
+
+
+def _warn_empty_metrics(summary: pd.DataFrame) -> None:
+    """A metric that is NaN on every image would vanish from the tables without a word: say so."""
+    for metric, cells in empty_metrics(summary).items():
+        console.print(
+            f"warning: metric {metric!r} has no value (NaN) on any image in its {cells} cells, so no table ranks it; "
+            "check its parameters (e.g. images = 'with_object' on data without objects) or the metric itself",
+            markup=False, highlight=False, soft_wrap=True,
+        )
 
 
 def _print_top(summary: pd.DataFrame) -> None:
