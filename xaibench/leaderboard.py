@@ -22,7 +22,7 @@ import pandas as pd
 
 from xaibench.selection import held_out_best_thresholds, selection_groups
 from xaibench.stability import ranking_stability, times_first
-from xaibench.stats import CELL, REPLICATE, bootstrap_ci, paired_p, replicate_statistics, two_level_bootstrap_ci, values_by_cell, with_replicates
+from xaibench.stats import CELL, REPLICATE, estimate, paired_p, replicate_statistics, values_by_cell, with_replicates
 
 MODE_NAMES = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target"}
 ARROW = {"higher": "↑", "lower": "↓"}
@@ -118,11 +118,8 @@ def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
     per_image = df.groupby(["model", "explainer", "layer", *REPLICATE, "image_id"])["value"].mean().reset_index()
     rows = []
     for (mo, e, l), g in per_image.groupby(["model", "explainer", "layer"]):
-        groups = [r["value"].to_numpy(dtype=float) for _, r in g.groupby(REPLICATE, sort=True)]
-        finite = [x[np.isfinite(x)] for x in groups if np.isfinite(x).any()]
-        lo, hi = two_level_bootstrap_ci(groups, seed) if len(finite) > 1 else bootstrap_ci(np.concatenate(groups), seed)
-        mean = float(np.mean([x.mean() for x in finite])) if finite else np.nan
-        rows.append((mean, mo, e, l, lo, hi, int(sum(len(x) for x in finite))))
+        mean, lo, hi, _ = estimate(g, seed)
+        rows.append((mean, mo, e, l, lo, hi, int(g["value"].notna().sum())))
     rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
     body = [[str(i + 1), mo, e, l, f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]", str(n)] for i, (m, mo, e, l, lo, hi, n) in enumerate(rows)]
     return _table(["rank", "model", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)

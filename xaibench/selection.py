@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from xaibench.stats import REPLICATE, bootstrap_ci, two_level_bootstrap_ci, with_replicates
+from xaibench.stats import estimate, with_replicates
 
 SELECTED = ["model", "explainer", "layer", "metric", "perturbation"]
 
@@ -60,16 +60,10 @@ def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_threshold
         if not held:
             continue
         held_df = pd.concat(held)
-        per_rep = [r["value"].to_numpy(dtype=float) for _, r in held_df.groupby(REPLICATE, sort=True)]
-        v = held_df["value"].to_numpy(dtype=float)
-        if len(per_rep) > 1:
-            lo, hi = two_level_bootstrap_ci(per_rep, seed)
-            mean = float(np.mean([x[~np.isnan(x)].mean() for x in per_rep if np.isfinite(x).any()]))
-        else:
-            lo, hi = bootstrap_ci(v, seed)
-            mean = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+        mean, lo, hi, _ = estimate(held_df, seed)
+        n = int(held_df["value"].notna().sum())
         overall = g.groupby("threshold")["value"].mean().dropna()
         best = pick(overall)
-        rows.append(dict(zip(SELECTED, key), chosen=dict(chosen), mean=mean, ci_low=lo, ci_high=hi, n=int(np.isfinite(v).sum()),
+        rows.append(dict(zip(SELECTED, key), chosen=dict(chosen), mean=mean, ci_low=lo, ci_high=hi, n=n,
                          in_sample_threshold=best, in_sample_mean=float(overall[best]), direction=g["direction"].iloc[0]))
     return pd.DataFrame(rows, columns=SELECTED + ["chosen", "mean", "ci_low", "ci_high", "n", "in_sample_threshold", "in_sample_mean", "direction"])

@@ -88,6 +88,23 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, sta
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | None = None) -> tuple[float, float, float, np.ndarray]:
+    """The value of a set of rows (with replicate columns) and its 95% CI: with several
+    replicates, the mean of each replicate's statistic (the mean of its non-NaN values, or
+    ``statistic``) and the two-level bootstrap; with one, the statistic of all rows and the image
+    bootstrap. Also returns the replicates' statistics (those with a value)."""
+    groups = [r["value"].to_numpy(dtype=float) for _, r in rows.groupby(REPLICATE, sort=True)]
+    ok = [x[~np.isnan(x)] for x in groups]
+    per_rep = np.array([(float(statistic(x)) if statistic else float(x.mean())) for x in ok if len(x)])
+    if len(per_rep) > 1:
+        lo, hi = two_level_bootstrap_ci(groups, seed, statistic=statistic)
+        return float(per_rep.mean()), lo, hi, per_rep
+    v = rows["value"].to_numpy(dtype=float)
+    lo, hi = bootstrap_ci(v, seed, statistic=statistic)
+    v = v[~np.isnan(v)]
+    return ((float(statistic(v)) if statistic else float(v.mean())) if len(v) else np.nan), lo, hi, per_rep
+
+
 def summarize(
     df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregate] | None = None, per_replicate: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -102,17 +119,9 @@ def summarize(
     for key, g in df.groupby(CELL, sort=True, dropna=False):
         cell = dict(zip(CELL, key))
         agg = aggregates.get(cell["metric"])
-        v = g["value"].to_numpy(dtype=float)
-        ok = v[~np.isnan(v)]
-        groups = [r["value"].to_numpy(dtype=float) for _, r in g.groupby(REPLICATE, sort=True)]
-        per_rep = [x[~np.isnan(x)] for x in groups]
-        per_rep = np.array([(float(agg(x)) if agg else float(x.mean())) for x in per_rep if len(x)])
-        if len(per_rep) > 1:
-            lo, hi = two_level_bootstrap_ci(groups, seed, statistic=agg)
-            value = float(per_rep.mean())
-        else:
-            lo, hi = bootstrap_ci(v, seed, statistic=agg)
-            value = (float(agg(ok)) if agg else float(ok.mean())) if len(ok) else np.nan
+        ok = g["value"].to_numpy(dtype=float)
+        ok = ok[~np.isnan(ok)]
+        value, lo, hi, per_rep = estimate(g, seed, agg)
         rows.append(
             dict(
                 cell,

@@ -27,6 +27,7 @@ import torch
 from xaibench.contracts import check_sample, check_scores, check_unchanged, class_problems, fingerprint
 from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError
+from xaibench.evaluation import LENT
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.metrics.base import MetricContext
 from xaibench.models.base import LoadedModel, weights_hash
@@ -168,7 +169,7 @@ def check_metric(cls: type, params: dict | None = None, *, model: LoadedModel | 
         threshold=thr if cls.uses_threshold else None, binary=heat >= 0.5 if cls.uses_threshold else None,
         perturbed_logits=model.module(images * (heat >= 0.5)[:, None]).detach() if cls.perturbation else None,
     )
-    lent = {f: getattr(ctx, f) for f in ("images", "ground_truth", "logits", "heatmap", "binary", "perturbed_logits")}
+    lent = {f: getattr(ctx, f) for f in LENT}
     before = {f: fingerprint(t) for f, t in lent.items()}
     try:
         with torch.no_grad():
