@@ -229,3 +229,14 @@ def test_a_metric_that_is_nan_everywhere_is_named_in_a_warning(config, tmp_path,
     err = capsys.readouterr().err
     assert "warning: metric 'authors_metric' has no value (NaN) on any image in its 2 cells" in err
     assert "localization_iou" not in err.split("warning:")[1]
+
+
+def test_a_metric_that_writes_into_the_shared_map_is_stopped(config, tmp_path):
+    def evil(self, ctx):
+        ctx.heatmap.zero_()
+        return ctx.images.new_zeros(ctx.images.shape[0])
+
+    cls = type("Variant", (_Metric,), {"compute": evil})
+    plugin = _module("authors_plugin", register_metrics=hookimpl(lambda register: register(cls)))
+    with pytest.raises(UserError, match=r"metric 'authors_metric' .* changed ctx.heatmap in place"):
+        _run(config(metrics='["authors_metric", "localization_iou"]'), plugin, tmp_path / "o")

@@ -9,6 +9,8 @@ Checked when a class registers (its declared attributes), by the engine and the 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 
 import torch
@@ -167,6 +169,16 @@ def check_unchanged(before: dict[str, tuple | None], tensors: dict[str, torch.Te
     for field, fp in before.items():
         if not same(fp, fingerprint(tensors[field])):
             raise UserError(f"{what} changed ctx.{field} in place; it is shared with other plugins and the cache: work on a copy (ctx.{field}.clone())")
+
+
+@contextmanager
+def lent(ctx: object, fields: Sequence[str], what: str) -> Iterator[None]:
+    """Around a plugin call: the tensors of ``ctx``'s ``fields`` must come back unchanged
+    (:func:`check_unchanged`; the tensors lent, not whatever the fields hold afterwards)."""
+    tensors = {f: getattr(ctx, f) for f in fields}
+    before = {f: fingerprint(t) for f, t in tensors.items()}
+    yield
+    check_unchanged(before, tensors, what)
 
 
 def check_first_samples(dataset: object, name: str, splits: tuple[str, ...], source: str) -> None:

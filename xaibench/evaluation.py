@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from skimage.filters import threshold_otsu
 
-from xaibench.contracts import check_scores, check_unchanged, fingerprint, origin
+from xaibench.contracts import check_scores, lent, origin
 from xaibench.errors import UserError
 from xaibench.grid import Cell
 from xaibench.heatmaps import BatchMaps
@@ -93,11 +93,9 @@ def _compute(metric: object, cell: Cell, ctx: MetricContext) -> torch.Tensor:
     """``metric.compute(ctx)``, checked: a user error names the metric, its distribution and the
     cell; scores must be [B] (:func:`~xaibench.contracts.check_scores`); no lent tensor may change."""
     where = f"cell {cell.key}"
-    lent = {f: getattr(ctx, f) for f in LENT}
-    before = {f: fingerprint(t) for f, t in lent.items()}
-    try:
-        values = metric.compute(ctx)
-    except (ValueError, UserError) as exc:  # a metric that cannot apply here (no ground truth, a classifier, ...)
-        raise UserError(f"metric {cell.metric!r} ({origin(metric)}) on {where}: {exc}") from exc
-    check_unchanged(before, lent, f"metric {cell.metric!r} ({origin(metric)})")
+    with lent(ctx, LENT, f"metric {cell.metric!r} ({origin(metric)})"):
+        try:
+            values = metric.compute(ctx)
+        except (ValueError, UserError) as exc:  # a metric that cannot apply here (no ground truth, a classifier, ...)
+            raise UserError(f"metric {cell.metric!r} ({origin(metric)}) on {where}: {exc}") from exc
     return check_scores(values, metric, cell.metric, ctx.images.shape[0], where)

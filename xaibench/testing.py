@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from xaibench.contracts import check_sample, check_scores, check_unchanged, class_problems, fingerprint
+from xaibench.contracts import check_sample, check_scores, check_unchanged, class_problems, fingerprint, lent
 from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError
 from xaibench.evaluation import LENT
@@ -169,12 +169,9 @@ def check_metric(cls: type, params: dict | None = None, *, model: LoadedModel | 
         threshold=thr if cls.uses_threshold else None, binary=heat >= 0.5 if cls.uses_threshold else None,
         perturbed_logits=model.module(images * (heat >= 0.5)[:, None]).detach() if cls.perturbation else None,
     )
-    lent = {f: getattr(ctx, f) for f in LENT}
-    before = {f: fingerprint(t) for f, t in lent.items()}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), lent(ctx, LENT, f"metric {cls.name!r}"):
             values = check_scores(inst.compute(ctx), inst, cls.name, images.shape[0], "the contract check")
-        check_unchanged(before, lent, f"metric {cls.name!r}")
     except UserError as exc:
         raise AssertionError(str(exc)) from exc
     _fail(f"metric {cls.name!r}", [] if values.is_floating_point() else [f"scores must be floats, got {values.dtype}"])
