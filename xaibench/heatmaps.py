@@ -21,6 +21,7 @@ from xaibench.capture import PassCounter, forward_replacing, shared_pass
 from xaibench.contracts import check_map, lent, origin
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext, params_key
+from xaibench.explainers.fitting import trains, unfitted_error
 from xaibench.models.base import LoadedModel, fused_parts
 from xaibench.passes import Pass
 from xaibench.targets import Target, TargetSpec, resolve
@@ -70,6 +71,7 @@ class HeatmapEngine:
         chunk_size: int = 16,
         cache: HeatmapCache | None = None,
         counter: PassCounter | None = None,
+        fitted: Mapping[str, str] | None = None,
     ):
         self.model = model
         self.explainers = dict(explainers)
@@ -78,6 +80,8 @@ class HeatmapEngine:
         self.cache = cache if cache is not None else HeatmapCache()
         self.counter = counter or PassCounter()
         self.computed: list[Pair] = []  # every (explainer, layer) actually computed (not cached)
+        #: explainer name -> identity of its trained network (:mod:`xaibench.explainers.fitting`)
+        self.fitted = dict(fitted or {})
 
     # -- planning -------------------------------------------------------------------------
     def _closure(self, pairs: Sequence[Pair]) -> list[Pair]:
@@ -113,6 +117,8 @@ class HeatmapEngine:
         e = self.explainers[name]
         cls = type(e)
         text = f"{cls.__module__}.{cls.__qualname__}@{getattr(e, 'version', __version__)}({params_key(e)})"
+        if name in self.fitted:  # a network of its own: which one (another fold's maps differ)
+            text += f"{{fit:{self.fitted[name]}}}"
         return text + "".join(f"[{b}:{self._describe(b)}]" for b in getattr(e, "composes", ()))
 
     def _key(self, pair: Pair, img_key: str, target_key: str) -> str:
@@ -169,6 +175,9 @@ class HeatmapEngine:
 
         fused = {pair: fused_parts(pair[1]) for pair in missing}
         single = [pair for pair in missing if fused[pair] is None]
+        for name, _ in single:
+            if trains(self.explainers[name]) and name not in self.fitted:
+                raise unfitted_error(name, self.explainers[name])
         needs = Pass.NONE
         for name, _ in single:
             needs |= self.explainers[name].needs

@@ -24,6 +24,7 @@ from __future__ import annotations
 from xaibench.datasets.base import Dataset, LazySplit, Sample
 from xaibench.errors import UserError, did_you_mean
 from xaibench.explainers.base import ExplainContext, Explainer
+from xaibench.explainers.fitting import FitContext
 from xaibench.hookspecs import hookimpl
 from xaibench.metrics.base import Metric, MetricContext
 from xaibench.models.base import LoadedModel, Tail, fused_parts, infer_task, weights_hash
@@ -35,7 +36,7 @@ __all__ = [
     # hooks
     "hookimpl",
     # explainers
-    "Explainer", "ExplainContext", "Pass", "Target",
+    "Explainer", "ExplainContext", "FitContext", "Pass", "Target",
     # metrics
     "Metric", "MetricContext", "probabilities", "predicted_classes",
     # datasets

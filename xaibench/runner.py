@@ -306,6 +306,8 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
                 timings[k] = timings.get(k, 0) + v
             if worker is not None:
                 timings[f"model_load_s[{worker.mp.ref.label}{worker.replicate_suffix}]"] = worker.load_s
+                if worker.fitted:
+                    timings[f"explainer_fit_s[{worker.mp.ref.label}{worker.replicate_suffix}]"] = worker.fit_s
             if result.maps is not None and not gallery.exists() and unit.model_index == 0:
                 batch = [data[unit.replicate].samples[i] for i in unit.sample_indices]
                 paths = worker.layer_paths

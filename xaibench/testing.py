@@ -28,6 +28,7 @@ from xaibench.contracts import check_sample, check_scores, check_unchanged, clas
 from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError
 from xaibench.evaluation import LENT
+from xaibench.explainers.fitting import FitContext, fit_explainers, trains
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.metrics.base import MetricContext
 from xaibench.models.base import LoadedModel, weights_hash
@@ -109,13 +110,19 @@ def _bases(inst: object, into: dict[str, Any]) -> None:
             _bases(into[base], into)
 
 
-def check_explainer(cls: type, params: dict | None = None, *, model: LoadedModel | None = None, layer: str | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
+def check_explainer(
+    cls: type, params: dict | None = None, *, model: LoadedModel | None = None, layer: str | None = None,
+    images: torch.Tensor | None = None, dataset: Any = None,
+) -> torch.Tensor:
     """Run explainer ``cls`` (with ``params``) on a tiny U-Net; return its maps [B, H, W].
 
     Checks: the declared attributes; a map per image in [0, 1] and finite, of the images' size;
     the model and the images untouched; the same maps on a second run (given ``image_keys``, an
     explainer must be deterministic). ``layer`` defaults to ``decoder1`` (``output`` for an
-    explainer that reads no layer).
+    explainer that reads no layer). An explainer with a network of its own (``fit``, and any
+    base that has one) is fitted first on ``dataset`` (default: a :class:`TinyDataset` of the
+    images' size) in a temporary cache, twice: the second ``fit`` must load what the first
+    cached and return the same identity.
     """
     inst = _instance(cls, params, "explainers")
     model = model or tiny_unet()
@@ -125,11 +132,13 @@ def check_explainer(cls: type, params: dict | None = None, *, model: LoadedModel
         layer = "decoder1" if inst.needs & (Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.TAIL_FORWARDS) else "output"
     explainers = {cls.name: inst}
     _bases(inst, explainers)
+    dataset = dataset if dataset is not None else TinyDataset(size=images.shape[-1], channels=images.shape[1])
+    explainers, fitted = _fit(explainers, model, dataset)
     weights, before = weights_hash(model.module), fingerprint(images)
     path = model.resolve_layer(layer)
     runs = []
     for _ in range(2):
-        engine = HeatmapEngine(model, explainers, target=TargetSpec(), chunk_size=8)
+        engine = HeatmapEngine(model, explainers, target=TargetSpec(), chunk_size=8, fitted=fitted)
         try:
             runs.append(engine.run(images, [path], pairs=[(cls.name, path)]).maps[(cls.name, path)])
         except UserError as exc:
@@ -149,11 +158,29 @@ def check_explainer(cls: type, params: dict | None = None, *, model: LoadedModel
     return maps
 
 
+def _fit(explainers: dict[str, Any], model: LoadedModel, dataset: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The explainers with those that train fitted on ``dataset`` (twice: cached, same identity)."""
+    if not any(trains(e) for e in explainers.values()):
+        return explainers, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = FitContext(dataset=dataset, dataset_key="xaibench.testing", cache_dir=Path(tmp), show_progress=False, model=model)
+        try:
+            fitted, first, _ = fit_explainers(explainers, ctx)
+            _, again, _ = fit_explainers(explainers, ctx)
+        except UserError as exc:
+            raise AssertionError(str(exc)) from exc
+    changed = [n for n in first if again[n] != first[n]]
+    _fail(f"explainer {changed[0]!r}" if changed else "", [f"a second fit on the same data returned {again[n]!r}, the first {first[n]!r} (fit must cache its network by the data and its parameters, and train deterministically)" for n in changed])
+    return fitted, first
+
+
 def check_metric(cls: type, params: dict | None = None, *, model: LoadedModel | None = None) -> torch.Tensor:
     """Run metric ``cls`` on a tiny U-Net's output and random maps; return its scores [B].
 
     Checks: the declared attributes; one float per image (NaN allowed where a value is
-    undefined); no lent tensor (images, maps, logits, ...) changed."""
+    undefined), or for a metric that declares ``pool`` its per-image counts (a dict of name ->
+    tensor [B]; the scores returned are ``pool`` of each image's counts); no lent tensor
+    (images, maps, logits, ...) changed."""
     inst = _instance(cls, params, "metrics")
     model = model or tiny_unet()
     images, masks = tiny_images(4)
@@ -171,7 +198,7 @@ def check_metric(cls: type, params: dict | None = None, *, model: LoadedModel | 
     )
     try:
         with torch.no_grad(), lent(ctx, LENT, f"metric {cls.name!r}"):
-            values = check_scores(inst.compute(ctx), inst, cls.name, images.shape[0], "the contract check")
+            values, _ = check_scores(inst.compute(ctx), inst, cls.name, images.shape[0], "the contract check")
     except UserError as exc:
         raise AssertionError(str(exc)) from exc
     _fail(f"metric {cls.name!r}", [] if values.is_floating_point() else [f"scores must be floats, got {values.dtype}"])

@@ -20,6 +20,7 @@ from xaibench.capture import PassCounter
 from xaibench.config import Config, _hash
 from xaibench.contracts import check_sample
 from xaibench.evaluation import evaluate_batch
+from xaibench.explainers.fitting import FitContext, fit_explainers
 from xaibench.grid import Cell
 from xaibench.heatmaps import BatchMaps, HeatmapEngine
 from xaibench.metrics.base import direction
@@ -60,14 +61,18 @@ class BatchWorker:
         self.model = plan.model_plugin(model_index, data.replicate.seed).load(ctx)
         self.load_s = time.perf_counter() - t
         self.layer_paths = {l: self.model.resolve_layer(l) for l in self.mp.layers}
+        # explainers with a network of their own train it on this replicate's training images
+        fit = FitContext(**vars(ctx), seed=data.replicate.seed, model=self.model, title=f"for {self.mp.ref.label}{self.replicate_suffix}")
+        self.explainers, self.fitted, self.fit_s = fit_explainers(self.mp.explainers, fit)
         run = self.config.run
         self.engine = HeatmapEngine(
             self.model,
-            self.mp.explainers,
+            self.explainers,
             target=target_spec(self.config),
             chunk_size=run.chunk_size,
             cache=HeatmapCache(default_cache_dir() / "heatmaps"),
             counter=self.counter,
+            fitted=self.fitted,
         )
         self.random_engine: HeatmapEngine | None = None
         self.mean = data.dataset.channel_mean() if run.fill == "mean" else None
@@ -123,9 +128,10 @@ class BatchWorker:
             run = self.config.run
             self.random_engine = HeatmapEngine(
                 sanity_check.randomized_copy(self.model, self.config.seed),
-                self.mp.explainers,
+                self.explainers,
                 target=target_spec(self.config),
                 chunk_size=run.chunk_size,
+                fitted=self.fitted,
             )
         pairs = [(c.explainer, self.layer_paths[c.layer]) for c in checks]
         # the randomised model explains the same region as the trained one, so only the model differs
