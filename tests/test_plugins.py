@@ -79,3 +79,21 @@ def test_disabled_plugins_are_skipped(monkeypatch):
     monkeypatch.setenv("XAIBENCH_DISABLE_PLUGINS", "explainers")
     reg = load_registry()
     assert "grad_cam" not in reg.names("explainers") and "confidence" in reg.names("metrics")
+
+
+def test_variants_name_the_same_plugin_and_plugin_names_cannot_hold_the_marker():
+    reg = load_registry()
+    assert reg.get("explainers", "grad_cam:coarse") is reg.get("explainers", "grad_cam")
+    assert reg.get("metrics", "localization_iou:positives") is reg.get("metrics", "localization_iou")
+    assert reg.expand("explainers", ["grad_cam", "grad_cam:b"]) == ["grad_cam", "grad_cam:b"]
+    with pytest.raises(UserError, match="Did you mean 'grad_cam'"):
+        reg.get("explainers", "gradcam:b")
+    for bad in (("explainers", "grad_cam:"), ("datasets", "rooftops:big")):
+        with pytest.raises(UserError, match="NAME:VARIANT"):
+            reg.get(*bad)
+
+    class Colon:
+        name = "my:cam"
+
+    with pytest.raises(UserError, match="cannot contain ':'"):
+        load_registry([_plugin("colon", register_explainers=lambda register: register(Colon))])

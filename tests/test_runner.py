@@ -334,3 +334,18 @@ def test_a_models_own_explainer_parameters_are_used_and_kept_on_resume(first_run
     (tmp_path / "c2.toml").write_text(config(0.25))
     with pytest.raises(UserError, match=r"\[\[models\]\] 'b' explainer_params.score_cam differs"):
         xaibench.run(tmp_path / "c2.toml", tmp_path / "o", show_progress=False)
+
+
+def test_variants_run_one_plugin_with_two_settings_in_one_grid(first_run, tmp_path):
+    cfg, _, df, _ = first_run
+    text = cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["grad_cam", "eigen_cam", "segx:truth"]')
+    text += '\n[explainer_params."segx:truth"]\nbase = "eigen_cam"\nmask = "ground_truth"\n'
+    variant = tmp_path / "variant.toml"
+    variant.write_text(text)
+    got = xaibench.run(variant, tmp_path / "out", show_progress=False)
+    assert set(got.explainer) == {"grad_cam", "eigen_cam", "segx:truth"}
+    plain = ["layer", "threshold", "perturbation", "metric", "image_id"]
+    same = df[df.explainer == "eigen_cam"].set_index(plain)["value"].sort_index()
+    assert same.equals(got[got.explainer == "eigen_cam"].set_index(plain)["value"].sort_index())
+    masked = got[got.explainer == "segx:truth"].set_index(plain)["value"].sort_index()
+    assert not masked.equals(same.reindex(masked.index))  # eigen_cam restricted to the ground truth: other values

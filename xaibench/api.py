@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from xaibench.config import instantiate
-from xaibench.errors import UserError, did_you_mean
+from xaibench.errors import UserError
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.models.base import LoadedModel, infer_task
 from xaibench.plugins import load_registry
@@ -51,8 +51,10 @@ def explain(
     names = registry.expand("explainers", _as_list(methods))
     params = method_params or {}
     for n in params:
-        if n not in registry.names("explainers"):
-            raise UserError(f"method_params: {did_you_mean(n, registry.names('explainers'), 'explainer')}")
+        try:
+            registry.entry("explainers", n)  # a variant NAME:VARIANT is explainer NAME
+        except UserError as exc:
+            raise UserError(f"method_params: {exc}") from None
     instances: dict[str, Any] = {}
 
     def add(name: str) -> None:  # an explainer and, recursively, the bases it composes

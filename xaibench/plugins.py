@@ -25,6 +25,9 @@ GROUP = "xaibench"
 KINDS = ("explainers", "metrics", "datasets", "models")
 _SINGULAR = {"explainers": "explainer", "metrics": "metric", "datasets": "dataset", "models": "model"}
 LOCAL = "(local)"
+#: ``NAME:VARIANT`` names explainer or metric NAME with its own ``[explainer_params."NAME:VARIANT"]``
+VARIANT = ":"
+VARIANT_KINDS = ("explainers", "metrics")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Registry:
                 raise UserError(
                     f"plugin module {module!r} ({dist}) registered {kind[:-1]} {cls!r} without a 'name' attribute"
                 )
+            if VARIANT in name:
+                raise UserError(f"plugin module {module!r} ({dist}) registered {_SINGULAR[kind]} {name!r}: names cannot contain {VARIANT!r} (it marks a variant, NAME{VARIANT}VARIANT)")
             old = self._entries[kind].get(name)
             if old is not None:
                 raise UserError(
@@ -120,10 +125,15 @@ class Registry:
         return [self._entries[kind][n] for n in self.names(kind)]
 
     def entry(self, kind: str, name: str) -> Entry:
+        """The entry of ``name``; for explainers and metrics ``NAME:VARIANT`` is plugin NAME
+        (a variant: the same plugin under another name, with its own parameters)."""
+        base, sep, variant = name.partition(VARIANT)
+        if sep and (kind not in VARIANT_KINDS or not variant or not base):
+            raise UserError(f"{_SINGULAR[kind]} {name!r}: a variant is written NAME{VARIANT}VARIANT, and only explainers and metrics have variants")
         try:
-            return self._entries[kind][name]
+            return self._entries[kind][base]
         except KeyError:
-            raise UserError(did_you_mean(name, self.names(kind), _SINGULAR[kind])) from None
+            raise UserError(did_you_mean(base, self.names(kind), _SINGULAR[kind])) from None
 
     def get(self, kind: str, name: str) -> type:
         """The class registered as ``name``; an unknown name raises with the closest names."""
