@@ -5,13 +5,14 @@ from __future__ import annotations
 from xaibench.explainers.ablation_cam import AblationCAM
 from xaibench.explainers.eigen_cam import EigenCAM
 from xaibench.explainers.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from xaibench.explainers.masks import MaskAnd, MaskOr
 from xaibench.explainers.model_output import ModelOutput
 from xaibench.explainers.random_map import RandomMap
 from xaibench.explainers.score_cam import ScoreCAM
 from xaibench.explainers.segx import SegX
 from xaibench.hookspecs import hookimpl
 
-BUILTIN = (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, AblationCAM, RandomMap, SegX, ModelOutput)
+BUILTIN = (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, AblationCAM, RandomMap, SegX, MaskAnd, MaskOr, ModelOutput)
 
 
 @hookimpl
