@@ -349,3 +349,13 @@ def test_variants_run_one_plugin_with_two_settings_in_one_grid(first_run, tmp_pa
     assert same.equals(got[got.explainer == "eigen_cam"].set_index(plain)["value"].sort_index())
     masked = got[got.explainer == "segx:truth"].set_index(plain)["value"].sort_index()
     assert not masked.equals(same.reindex(masked.index))  # eigen_cam restricted to the ground truth: other values
+
+
+def test_an_unknown_base_of_a_composite_names_the_composite_and_the_file(first_run, tmp_path):
+    from xaibench.runner import plan
+
+    cfg, _, _, _ = first_run
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["mask_and"]') + '\n[explainer_params.mask_and]\nbases = ["grad_cam", "eigen_cm"]\n')
+    with pytest.raises(UserError, match=r"bad.toml: explainer 'mask_and' .* uses 'eigen_cm': .*Did you mean 'eigen_cam'"):
+        plan(load_config(bad))

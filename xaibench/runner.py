@@ -138,7 +138,13 @@ class Plan:
         own = ref.explainer_params.get(name)
         where = f"{src}: [explainer_params.{name}]" if own is None else f"{src}: [[models]] {ref.label!r} explainer_params.{name}"
         params = {**self.config.explainer_params.get(name, {}), **(own or {})}
-        inst = instantiate(self.registry.get("explainers", name), params, where, self.config.seed)
+        try:
+            cls = self.registry.get("explainers", name)
+        except UserError as exc:
+            if not stack:
+                raise
+            raise UserError(f"{src}: explainer {stack[-1]!r} (its [explainer_params.{stack[-1]}] bases) uses {name!r}: {exc}") from None
+        inst = instantiate(cls, params, where, self.config.seed)
         into[name] = inst
         for base in getattr(inst, "composes", ()):
             self._explainer(into, base, ref, stack + (name,))
@@ -312,7 +318,9 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
                 batch = [data[unit.replicate].samples[i] for i in unit.sample_indices]
                 paths = worker.layer_paths
                 named = {(e, l): result.maps.maps[(e, paths[l])] for e in worker.mp.explainer_names for l in worker.mp.layers if (e, paths[l]) in result.maps.maps}
-                plots.gallery(torch.stack([s.image for s in batch]), torch.stack([s.mask for s in batch]), named, gallery)
+                images = torch.stack([s.image for s in batch])
+                extras = {f"{name}:\n{getattr(e, 'gallery_title', 'its image')}": e.gallery_image(images) for name, e in worker.explainers.items() if callable(getattr(e, "gallery_image", None))}
+                plots.gallery(images, torch.stack([s.mask for s in batch]), named, gallery, extras=extras)
             bar.update(task, advance=len(unit.sample_indices))
 
 
