@@ -47,27 +47,40 @@ def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def gallery(images: torch.Tensor, truth: torch.Tensor | None, maps: dict[tuple[str, str], torch.Tensor], path: Path, n: int = 4) -> Path:
-    """A grid: a row per image (image, ground truth, then each explainer x layer map)."""
-    keys = sorted(maps)
+def _show_image(ax, image: torch.Tensor) -> None:
+    img = image.detach().cpu().permute(1, 2, 0).numpy()
+    img = img[..., :3] if img.shape[-1] >= 3 else img[..., 0]
+    ax.imshow(np.clip(img, 0, 1), cmap=None if img.ndim == 3 else "gray")
+
+
+def gallery(
+    images: torch.Tensor, truth: torch.Tensor | None, maps: dict[tuple[str, str], torch.Tensor], path: Path, n: int = 4,
+    extras: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """A grid: a row per image (image, ground truth, each of ``extras`` (title -> images
+    [B, C, H, W] an explainer made, e.g. a CycleGAN's G(x)), then each explainer x layer map)."""
+    keys, extras = sorted(maps), dict(extras or {})
     n = min(n, images.shape[0])
-    cols = 2 + len(keys)
+    first = 2 + len(extras)
+    cols = first + len(keys)
     fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
     for i in range(n):
-        img = images[i].detach().cpu().permute(1, 2, 0).numpy()
-        img = img[..., :3] if img.shape[-1] >= 3 else img[..., 0]
-        axes[i][0].imshow(np.clip(img, 0, 1), cmap=None if img.ndim == 3 else "gray")
+        _show_image(axes[i][0], images[i])
         if truth is not None:
             axes[i][1].imshow(truth[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        for j, extra in enumerate(extras.values()):
+            _show_image(axes[i][2 + j], extra[i])
         for j, k in enumerate(keys):
-            axes[i][2 + j].imshow(maps[k][i].detach().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
+            axes[i][first + j].imshow(maps[k][i].detach().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0][0].set_title("image", fontsize=7)
     axes[0][1].set_title("ground truth", fontsize=7)
+    for j, title in enumerate(extras):
+        axes[0][2 + j].set_title(title, fontsize=6)
     for j, (e, l) in enumerate(keys):
-        axes[0][2 + j].set_title(f"{e}\n{l}", fontsize=6)
+        axes[0][first + j].set_title(f"{e}\n{l}", fontsize=6)
     _save(fig, path)
     return path
 
