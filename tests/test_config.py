@@ -192,3 +192,15 @@ def test_a_model_overrides_the_benchmarks_explainer_parameters_key_by_key():
 def test_errors_in_a_models_explainer_parameters(second, words):
     with pytest.raises(UserError, match=words):
         plan(parse_config(_two_models(**second), "x.toml"))
+
+
+def test_a_models_own_thresholds_replace_the_grids_and_leave_the_identity_alone():
+    a = parse_config(BASE)
+    own = parse_config({**BASE, "model": {**BASE["model"], "thresholds": [0.5, "otsu"]}})
+    assert own.models[0].thresholds == (0.5, "otsu") and "thresholds" not in own.models[0].params
+    assert own.identity() == a.identity() != "" and own.hash() != a.hash()
+    assert "thresholds" not in a.as_dict()["models"][0]  # configs without it hash as before
+    cells = plan(own).models[0].cells
+    assert {c.threshold for c in cells if c.threshold} == {"0.5", "otsu"}
+    with pytest.raises(UserError, match=r"model\.thresholds.*'high' is not allowed"):
+        parse_config({**BASE, "model": {**BASE["model"], "thresholds": ["high"]}})

@@ -53,6 +53,8 @@ class ModelRef(PluginRef):
     layers: tuple[str, ...] = ()
     #: explainer -> parameters, overriding ``[explainer_params.NAME]`` key by key for this model
     explainer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: thresholds that replace the grid's for this model (e.g. one for binary composite masks)
+    thresholds: tuple[float | str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source")
+        for m in d["models"]:  # written only where given, so configs without it hash as before
+            if not m["thresholds"]:
+                m.pop("thresholds")
         return d
 
     def hash(self) -> str:
@@ -114,7 +119,7 @@ class Config:
             d.pop(k)
         # a model's explainers, layers and explainer parameters are its part of the grid (blanked,
         # not dropped, so that the identities of configs without them stay what they were)
-        d["models"] = [{**{k: v for k, v in m.items() if k != "explainer_params"}, "explainers": (), "layers": ()} for m in d["models"]]
+        d["models"] = [{**{k: v for k, v in m.items() if k not in ("explainer_params", "thresholds")}, "explainers": (), "layers": ()} for m in d["models"]]
         d["run"] = {"fill": self.run.fill, "target": self.run.target, "class_id": self.run.class_id}
         # the fold split decides which model scores which image; seeds are not here: a new seed
         # adds replicates beside the earlier ones, as a new model adds rows beside the others
@@ -134,6 +139,17 @@ class Config:
         n = self.grid.threshold_sweep
         values += [round((i + 1) / (n + 1), 6) for i in range(n)]
         return tuple(dict.fromkeys(values))
+
+
+def _thresholds(reader: "_Reader", raw: list) -> list[float | str]:
+    """A ``thresholds`` list: numbers in [0, 1] (as floats) or ``"otsu"``."""
+    out: list[float | str] = []
+    for t in raw:
+        if t == "otsu" or (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1):
+            out.append(t if t == "otsu" else float(t))
+        else:
+            raise reader.fail("thresholds", f"{t!r} is not allowed; a threshold is a number in [0, 1] or 'otsu'")
+    return out
 
 
 def _hash(d: dict) -> str:
@@ -233,7 +249,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         for k, v in mparams.items():
             if not isinstance(v, dict):
                 raise m.fail(f"explainer_params.{k}", "must be a table of parameters")
-        models.append(ModelRef(mname, m.rest(), label, mex, mlayers, {k: dict(v) for k, v in mparams.items()}))
+        mthresholds = _thresholds(m, m.get("thresholds", list, []))
+        models.append(ModelRef(mname, m.rest(), label, mex, mlayers, {k: dict(v) for k, v in mparams.items()}, tuple(mthresholds)))
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         dup = next(l for l in labels if labels.count(l) > 1)
@@ -243,17 +260,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     every_model_has = lambda key: all(getattr(m, key) for m in models)  # noqa: E731
     explainers = g.str_list("explainers", () if every_model_has("explainers") else ...)
     layers = g.str_list("layers", () if every_model_has("layers") else ...)
-    raw_thresholds = g.get("thresholds", list, [])
-    thresholds: list[float | str] = []
-    for t in raw_thresholds:
-        if isinstance(t, str):
-            if t != "otsu":
-                raise g.fail("thresholds", f"{t!r} is not allowed; a threshold is a number in [0, 1] or 'otsu'")
-            thresholds.append(t)
-        elif isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1:
-            thresholds.append(float(t))
-        else:
-            raise g.fail("thresholds", f"{t!r} is not allowed; a threshold is a number in [0, 1] or 'otsu'")
+    thresholds = _thresholds(g, g.get("thresholds", list, []))
     sweep = g.get("threshold_sweep", int, 0)
     if sweep < 0:
         raise g.fail("threshold_sweep", "must be >= 0")

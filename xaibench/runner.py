@@ -98,7 +98,7 @@ class Plan:
                     raise UserError(f"{where}: explainer_params.{n}: {n!r} is not an explainer of this model ({', '.join(sorted(explainers))})")
             used_explainers |= set(explainers)
             layers = ref.layers or config.grid.layers
-            cells = expand(ref.label, names, layers, config.thresholds(), config.grid.perturbations, self.metrics, src)
+            cells = expand(ref.label, names, layers, ref.thresholds or config.thresholds(), config.grid.perturbations, self.metrics, src)
             if sanity or config.run.sanity:
                 cells += [Cell(ref.label, e, l, "", "", sanity_check.METRIC) for e in names for l in layers]
             self.models.append(ModelPlan(ref, plugin, explainers, names, layers, cells))
