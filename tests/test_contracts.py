@@ -240,3 +240,71 @@ def test_a_metric_that_writes_into_the_shared_map_is_stopped(config, tmp_path):
     plugin = _module("authors_plugin", register_metrics=hookimpl(lambda register: register(cls)))
     with pytest.raises(UserError, match=r"metric 'authors_metric' .* changed ctx.heatmap in place"):
         _run(config(metrics='["authors_metric", "localization_iou"]'), plugin, tmp_path / "o")
+
+
+# -- pooled metrics: per-image counts and a pool ---------------------------------------------------
+
+
+class _Counted(_Metric):
+    uses_threshold = True
+
+    @staticmethod
+    def pool(c):
+        return c["tp"] / (c["tp"] + c["fp"])
+
+    def compute(self, ctx):
+        hit = (ctx.binary & (ctx.ground_truth == 1)).flatten(1).sum(1)
+        return {"tp": hit, "fp": ctx.binary.flatten(1).sum(1) - hit}
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (torch.ones(4), r"returned torch.float32 tensor of shape \(4,\); expected a dict of per-image counts \{name: tensor \[B\] = \[4\]\} \(the metric declares pool\(\)\)"),
+        ({}, "returned an empty dict; expected a dict of per-image counts"),
+        ({"tp": torch.ones(4, 1), "fp": torch.ones(4)}, r"returned counts\['tp'\] = torch.float32 tensor of shape \(4, 1\)"),
+        ({"tp": [1, 2, 3, 4], "fp": torch.ones(4)}, r"returned counts\['tp'\] = list"),
+        ({"tp": torch.ones(4, dtype=torch.bool), "fp": torch.ones(4)}, r"counts\['tp'\] = torch.bool tensor"),
+        ({"tp": torch.ones(4), "fp": torch.full((4,), float("inf"))}, r"returned infinite counts\['fp'\]"),
+        ({"tp": torch.ones(4)}, r"pool\(\) failed on its counts \['tp'\]: KeyError: 'fp'"),
+    ],
+)
+def test_malformed_counts_of_a_pooled_metric_are_one_error_naming_the_metric(returned, message):
+    from xaibench.contracts import check_scores
+
+    with pytest.raises(UserError, match=message) as e:
+        check_scores(returned, _Counted(), "authors_metric", 4, "cell c")
+    assert str(e.value).startswith("metric 'authors_metric'") and "\n" not in str(e.value)
+
+
+def test_counts_without_a_pool_and_a_pool_that_is_not_elementwise_are_refused():
+    from xaibench.contracts import check_scores
+
+    with pytest.raises(UserError, match=r"returned a dict of counts but declares no pool\(\)"):
+        check_scores({"tp": torch.ones(4)}, _Metric(), "authors_metric", 4, "cell c")
+    summed = type("Summed", (_Counted,), {"pool": staticmethod(lambda c: float(c["tp"].sum()))})
+    with pytest.raises(UserError, match=r"pool\(\) returned shape \(\) for counts of shape \(4,\); it must compute elementwise"):
+        check_scores({"tp": torch.ones(4), "fp": torch.ones(4)}, summed(), "authors_metric", 4, "cell c")
+    values, counts = check_scores({"tp": torch.tensor([1, 0, 2, float("nan")]), "fp": torch.tensor([1, 0, 0, 3])}, _Counted(), "m", 4, "cell c")
+    assert values[:1].tolist() == [0.5] and values[1:].isnan().tolist() == [True, False, True] and values[2] == 1
+    assert counts["fp"][3].isnan()  # an image with a NaN count is left out in all of them
+
+
+@pytest.mark.parametrize(("attrs", "message"), [({"pool": 1.0}, "pool must be a staticmethod"), ({"aggregate": staticmethod(lambda v: 0.0)}, "aggregate or pool, not both")])
+def test_a_badly_declared_pooled_metric_is_refused_at_registration(attrs, message):
+    cls = type("Variant", (_Counted,), attrs)
+    with pytest.raises(UserError, match=message):
+        load_registry([_module("authors_plugin", register_metrics=hookimpl(lambda register: register(cls)))])
+
+
+def test_a_pooled_plugin_metric_runs_and_malformed_counts_stop_the_run_with_one_line(config, tmp_path):
+    import pandas as pd
+
+    df = _run(config(metrics='["authors_metric"]'), _module("authors_plugin", register_metrics=hookimpl(lambda register: register(_Counted))), tmp_path / "ok")
+    assert (df["counts"] != "").all() and df["counts"].str.contains('"tp":').all()
+    summary = pd.read_csv(tmp_path / "ok" / "summary.csv")
+    assert (summary["statistic"] == "pooled").all()
+    bad = type("Bad", (_Counted,), {"compute": lambda self, ctx: {"tp": ctx.binary.float().sum((1, 2))[:, None]}})
+    with pytest.raises(UserError, match=r"metric 'authors_metric' .* on cell smp_unet\|grad_cam.* returned counts\['tp'\] = torch.float32 tensor of shape \(4, 1\)") as e:
+        _run(config(metrics='["authors_metric"]'), _module("authors_plugin", register_metrics=hookimpl(lambda register: register(bad))), tmp_path / "bad")
+    assert "\n" not in str(e.value)

@@ -36,6 +36,6 @@ def test_one_batch_scores_every_cell_with_shared_perturbed_inputs(tiny_unet, tin
     assert len(scored) == len(cells)
     # 2 thresholds x 2 modes x 3 images; iou_drop reuses the background_only inputs
     assert sum(calls) == 12
-    by = {(c.metric, c.threshold, c.perturbation): v for c, v, _ in scored}
+    by = {(c.metric, c.threshold, c.perturbation): v for c, v, *_ in scored}
     assert by[("localization_iou", "0.3", "")].shape == (3,)
     assert torch.isfinite(by[("confidence", "otsu", "highlighted_only")]).all()

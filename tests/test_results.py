@@ -75,3 +75,25 @@ def test_a_run_directory_without_its_parts_reads_its_consolidated_table(tmp_path
     assert len(ResultStore(tmp_path).read()) == 3
     ResultStore(tmp_path).append(_rows(2, "b"))  # resuming there keeps the earlier rows
     assert len(ResultStore(tmp_path).read()) == 5 and len(pd.read_parquet(tmp_path / "results.parquet")) == 5
+
+
+def test_counts_are_stored_per_row_and_a_part_written_before_the_counts_column_still_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xaibench.results import COUNTS, decode_counts, encode_counts
+
+    (tmp_path / "parts").mkdir()
+    before = _rows(2, "a").assign(fold="", seed=0)  # the columns of the version before counts
+    pq.write_table(pa.Table.from_pandas(before, preserve_index=False), tmp_path / "parts" / "part-000000-old.parquet")
+    store = ResultStore(tmp_path)
+    counted = _rows(2, "b").assign(counts=[encode_counts({"tp": 4, "fp": 0, "fn": 0}), encode_counts({"tp": 4, "fp": 2, "fn": 8.5})])
+    store.append(counted)
+    df = store.read()
+    assert list(df.columns) == COLUMNS and COUNTS == COLUMNS[-1]
+    assert df[COUNTS].tolist() == ["", "", '{"fn":0,"fp":0,"tp":4}', '{"fn":8.5,"fp":2,"tp":4}']
+    names, matrix = decode_counts(df[COUNTS])  # rows without counts are left out
+    assert names == ["fn", "fp", "tp"] and matrix.tolist() == [[0, 0, 4], [8.5, 2, 4]]
+    assert len(pd.read_parquet(tmp_path / "results.parquet")) == 4
+    with pytest.raises(UserError, match="different names"):
+        decode_counts([encode_counts({"tp": 1}), encode_counts({"tp": 1, "fp": 0})])

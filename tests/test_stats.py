@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from xaibench.stats import bootstrap_ci, summarize
 
@@ -70,3 +71,85 @@ def test_a_metric_with_its_own_statistic_is_summarised_by_it():
     from xaibench.leaderboard import rankings
 
     assert "| f1 [95% CI] |" in rankings(s) and "| mean [95% CI] |" in rankings(plain)
+
+
+def _counted(images, explainer="a", fold="", seed=0):
+    """Tidy rows of pooled_iou: ``images`` maps an image id to its (TP, FP, FN)."""
+    from xaibench.results import encode_counts
+
+    rows = []
+    for image_id, (tp, fp, fn) in images.items():
+        value = tp / (tp + fp + fn) if tp + fp + fn else float("nan")
+        rows.append(dict(dataset="d", model="mo", explainer=explainer, layer="l", threshold="0.5", perturbation="", metric="pooled_iou",
+                         image_id=image_id, value=value, direction="higher", fold=fold, seed=seed, counts=encode_counts({"tp": tp, "fp": fp, "fn": fn})))
+    return pd.DataFrame(rows)
+
+
+def _pooled_aggregates():
+    from xaibench.metrics.localization import PooledIoU
+    from xaibench.stats import metric_aggregates
+
+    return metric_aggregates({"pooled_iou": PooledIoU})
+
+
+def test_a_pooled_metric_is_summarised_by_the_ratio_of_its_summed_counts():
+    # A: IoU 1; B: 4 / 14. Mean of images 9/14, pooled 8 / 18.
+    df = _counted({"A": (4, 0, 0), "B": (4, 2, 8)})
+    s = summarize(df, aggregates=_pooled_aggregates()).iloc[0]
+    assert s["mean"] == pytest.approx(8 / 18) and s["statistic"] == "pooled" and s["n"] == 2
+    assert summarize(df)["mean"].iloc[0] == pytest.approx(9 / 14)  # without its pool: the mean of images
+    # resampling the two images with their counts: {A, A} -> 1, {A, B} -> 8/18, {B, B} -> 2/7
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((2 / 7, 1))
+
+
+def test_an_image_without_a_value_still_adds_its_counts_and_an_empty_pool_is_nan():
+    df = _counted({"A": (4, 0, 0), "B": (4, 2, 8), "C": (0, 0, 0), "D": (0, 3, 0)})
+    s = summarize(df, aggregates=_pooled_aggregates()).iloc[0]
+    assert s["mean"] == pytest.approx(8 / 21) and s["n"] == 4  # C has no IoU of its own, but is in the pool
+    empty = summarize(_counted({"C": (0, 0, 0)}), aggregates=_pooled_aggregates()).iloc[0]
+    assert math.isnan(empty["mean"]) and math.isnan(empty["ci_low"]) and empty["n"] == 1
+
+
+def test_with_two_replicates_a_pooled_cell_is_the_mean_of_each_replicates_pool():
+    from xaibench.stats import replicate_statistics
+
+    one = _counted({"A": (4, 0, 0), "B": (4, 2, 8)}, fold="0")  # pooled 8/18
+    two = _counted({"C": (3, 1, 0), "D": (0, 0, 4)}, fold="1")  # pooled 3/8 (mean of images 3/8 too: 0.75 and 0)
+    df = pd.concat([one, two], ignore_index=True)
+    agg = _pooled_aggregates()
+    per = replicate_statistics(df, agg).set_index("fold")["value"]
+    assert per["0"] == pytest.approx(8 / 18) and per["1"] == pytest.approx(3 / 8)
+    s = summarize(df, aggregates=agg).iloc[0]
+    assert s["mean"] == pytest.approx((8 / 18 + 3 / 8) / 2) and s["replicates"] == 2 and s["n"] == 4
+    assert s["replicate_sd"] == pytest.approx(np.std([8 / 18, 3 / 8], ddof=1))
+    # each slot pools a resample of one replicate's images: between D alone (0) and A alone (1)
+    assert 0 <= s["ci_low"] < s["mean"] < s["ci_high"] <= 1
+
+
+def test_pooled_bootstraps_resample_images_with_their_counts():
+    from xaibench.metrics.localization import PooledIoU
+    from xaibench.stats import Pooled, pooled_bootstrap_ci, pooled_two_level_ci
+
+    pool = Pooled(PooledIoU.pool)
+    names = ["fn", "fp", "tp"]
+    a, b = np.array([[0.0, 0, 4]]), np.array([[8.0, 2, 4]])
+    assert pooled_bootstrap_ci(names, a, pool) == (1.0, 1.0)  # one image: every resample is itself
+    assert pooled_bootstrap_ci(names, np.zeros((0, 3)), pool) == pytest.approx((np.nan, np.nan), nan_ok=True)
+    # two replicates of one image each: each resample is the mean of two draws of {1, 2/7}
+    assert pooled_two_level_ci(names, [a, b], pool, seed=0) == pytest.approx((2 / 7, 1))
+    lo, hi = pooled_two_level_ci(names, [np.concatenate([a, b])] * 2, pool, seed=0)
+    assert 2 / 7 <= lo < 8 / 18 < hi <= 1
+
+
+def test_paired_tests_of_a_pooled_metric_pair_the_per_image_values():
+    from xaibench.stats import paired_p, values_by_cell
+
+    rng = np.random.default_rng(0)
+    images = {f"i{k}": (int(rng.integers(1, 9)), int(rng.integers(0, 5)), int(rng.integers(0, 5))) for k in range(12)}
+    worse = {k: (tp, fp + 2, fn) for k, (tp, fp, fn) in images.items()}
+    df = pd.concat([_counted(images, "good"), _counted(worse, "bad")], ignore_index=True)
+    s = summarize(df, aggregates=_pooled_aggregates()).set_index("explainer")
+    assert s.loc["good", "best"] and s.loc["good", "statistic"] == "pooled"
+    cells = values_by_cell(df)
+    key = lambda e: ("d", "mo", e, "l", "0.5", "", "pooled_iou")  # noqa: E731
+    assert s.loc["bad", "p_vs_best"] == paired_p(cells[key("bad")], cells[key("good")]) < 0.01

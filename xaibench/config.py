@@ -141,7 +141,7 @@ class Config:
         return tuple(dict.fromkeys(values))
 
 
-def _thresholds(reader: "_Reader", raw: list) -> list[float | str]:
+def _thresholds(reader: _Reader, raw: list) -> list[float | str]:
     """A ``thresholds`` list: numbers in [0, 1] (as floats) or ``"otsu"``."""
     out: list[float | str] = []
     for t in raw:

@@ -9,10 +9,11 @@ Checked when a class registers (its declared attributes), by the engine and the 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 
+import numpy as np
 import torch
 
 from xaibench.config import PERTURBATIONS, SPLITS
@@ -70,6 +71,10 @@ def _metric_problems(cls: type) -> list[str]:
         out.append(f"perturbation must be None, 'cell' or one of {', '.join(PERTURBATIONS)}, got {p!r}")
     if hasattr(cls, "aggregate") and not callable(cls.aggregate):
         out.append("aggregate must be a staticmethod from the per-image values to a float")
+    if hasattr(cls, "pool") and not callable(cls.pool):
+        out.append("pool must be a staticmethod from summed counts (dict of name -> array) to the statistic")
+    elif hasattr(cls, "pool") and hasattr(cls, "aggregate"):
+        out.append("declare aggregate or pool, not both")
     return out
 
 
@@ -112,14 +117,51 @@ def check_map(raw: object, explainer: object, name: str, images: torch.Tensor, l
     return raw
 
 
-def check_scores(values: object, metric: object, name: str, batch: int, where: str) -> torch.Tensor:
-    """A metric's scores: a float tensor [B], one value per image."""
+def check_scores(values: object, metric: object, name: str, batch: int, where: str) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """A metric's scores, as (values [B], counts or None): a float tensor [B], one value per
+    image; or, for a metric that declares ``pool``, a dict of per-image counts (name -> real
+    tensor [B], finite, NaN for an image left out), whose values are ``pool`` of each image's
+    counts."""
     what = f"metric {name!r} ({origin(metric)}) on {where}"
+    if callable(getattr(metric, "pool", None)):
+        counts = _check_counts(values, what, batch)
+        return _pooled_values(counts, metric.pool, what, batch), counts
+    if isinstance(values, Mapping):
+        raise UserError(f"{what} returned a dict of counts but declares no pool(); declare pool (summed counts -> statistic) or return a float tensor [B]")
     if not isinstance(values, torch.Tensor):
         raise UserError(f"{what} returned {type(values).__name__}; expected a float tensor [B] = [{batch}], one value per image")
     if tuple(values.shape) != (batch,):
         raise UserError(f"{what} returned shape {tuple(values.shape)}; expected [B] = [{batch}], one value per image")
-    return values
+    return values, None
+
+
+def _check_counts(counts: object, what: str, batch: int) -> dict[str, torch.Tensor]:
+    """A pooled metric's counts as float64 CPU tensors [B]; an image with a NaN count is NaN in all."""
+    expect = f"expected a dict of per-image counts {{name: tensor [B] = [{batch}]}} (the metric declares pool())"
+    if not isinstance(counts, Mapping) or not counts:
+        raise UserError(f"{what} returned {'an empty dict' if isinstance(counts, Mapping) else _describe(counts)}; {expect}")
+    out = {}
+    for k, v in counts.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor) or tuple(v.shape) != (batch,) or v.dtype == torch.bool or v.is_complex():
+            raise UserError(f"{what} returned counts[{k!r}] = {_describe(v)}; {expect}")
+        out[k] = v.detach().to("cpu", torch.float64)
+        if torch.isinf(out[k]).any():
+            raise UserError(f"{what} returned infinite counts[{k!r}]; counts must be finite (NaN leaves an image out)")
+    left_out = torch.stack(list(out.values())).isnan().any(0)
+    return {k: v.masked_fill(left_out, float("nan")) for k, v in out.items()}
+
+
+def _pooled_values(counts: dict[str, torch.Tensor], pool: Callable, what: str, batch: int) -> torch.Tensor:
+    """Each image's value, ``pool`` of its own counts: float32 [B], NaN for an image left out."""
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.array(pool({k: v.numpy().copy() for k, v in counts.items()}), dtype=float)
+    except Exception as exc:  # the plugin's pool: one line naming it, the traceback chained
+        raise UserError(f"{what}: pool() failed on its counts {sorted(counts)}: {type(exc).__name__}: {exc}") from exc
+    if out.shape != (batch,):
+        raise UserError(f"{what}: pool() returned shape {out.shape} for counts of shape ({batch},); it must compute elementwise on the count arrays")
+    out[next(iter(counts.values())).isnan().numpy()] = np.nan
+    return torch.from_numpy(out).float()
 
 
 def check_sample(sample: object, dataset: str, num_classes: int, where: str) -> None:

@@ -42,8 +42,10 @@ def evaluate_batch(
     forward: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int,
     labels: torch.Tensor | None = None,
-) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None]]:
-    """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None)."""
+) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor] | None]]:
+    """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None, counts):
+    counts are a pooled metric's per-image counts (name -> float64 [B] on the CPU, NaN for an
+    image left out), None for other metrics."""
     heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells if c.explainer}
     thresholds: dict[tuple, torch.Tensor] = {}
     binaries: dict[tuple, torch.Tensor] = {}
@@ -81,17 +83,18 @@ def evaluate_batch(
             binary=binaries.get((c.pair, c.threshold)),
             perturbed_logits=batch.result((c.pair, c.threshold, c.perturbation)) if c.perturbation else None,
         )
-        values = _compute(metrics[c.metric], c, ctx)
-        out.append((c, values.detach().float().cpu(), None if t is None else t.detach().cpu()))
+        values, counts = _compute(metrics[c.metric], c, ctx)
+        out.append((c, values.detach().float().cpu(), None if t is None else t.detach().cpu(), counts))
     return out
 
 
 LENT = ("images", "ground_truth", "logits", "heatmap", "binary", "perturbed_logits", "threshold", "fill")
 
 
-def _compute(metric: object, cell: Cell, ctx: MetricContext) -> torch.Tensor:
+def _compute(metric: object, cell: Cell, ctx: MetricContext) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """``metric.compute(ctx)``, checked: a user error names the metric, its distribution and the
-    cell; scores must be [B] (:func:`~xaibench.contracts.check_scores`); no lent tensor may change."""
+    cell; scores must be [B], or a pooled metric's counts (:func:`~xaibench.contracts.check_scores`,
+    which returns the values and the counts); no lent tensor may change."""
     where = f"cell {cell.key}"
     with lent(ctx, LENT, f"metric {cell.metric!r} ({origin(metric)})"):
         try:

@@ -14,10 +14,11 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,13 +28,30 @@ from xaibench.errors import UserError
 FIXED_COLUMNS = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric", "image_id", "value"]
 #: the replicate of a row: ``fold`` (text, empty without folds) and the training ``seed``
 REPLICATE_COLUMNS = ["fold", "seed"]
-COLUMNS = FIXED_COLUMNS + ["threshold_value", "direction", "cell_key"] + REPLICATE_COLUMNS
+#: a pooled metric's additive per-image counts (JSON object, ``{"fn":2,"fp":1,"tp":3}``); empty otherwise
+COUNTS = "counts"
+COLUMNS = FIXED_COLUMNS + ["threshold_value", "direction", "cell_key"] + REPLICATE_COLUMNS + [COUNTS]
 SCHEMA = pa.schema(
     [(c, pa.string()) for c in FIXED_COLUMNS[:-1]]
     + [("value", pa.float64()), ("threshold_value", pa.float64()), ("direction", pa.string()), ("cell_key", pa.string())]
-    + [("fold", pa.string()), ("seed", pa.int64())]
+    + [("fold", pa.string()), ("seed", pa.int64()), (COUNTS, pa.string())]
 )
 OUTPUTS = ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json", "parts", "plots")
+
+
+def encode_counts(counts: Mapping[str, float]) -> str:
+    """One image's counts as the text of the ``counts`` column (integral counts without ``.0``)."""
+    return json.dumps({k: int(v) if float(v).is_integer() else float(v) for k, v in sorted(counts.items())}, separators=(",", ":"))
+
+
+def decode_counts(texts: Iterable[str]) -> tuple[list[str], np.ndarray]:
+    """The count names and a float matrix [rows with counts, names] of ``counts`` column texts
+    (empty texts, the rows without counts, are left out)."""
+    parsed = [json.loads(t) for t in texts if isinstance(t, str) and t]
+    names = sorted(parsed[0]) if parsed else []
+    if any(sorted(p) != names for p in parsed):
+        raise UserError(f"the {COUNTS} of one cell have different names: {sorted({tuple(sorted(p)) for p in parsed})}")
+    return names, np.array([[p[k] for k in names] for p in parsed], dtype=float).reshape(len(parsed), len(names))
 
 
 def atomic_write(path: Path, write) -> None:
@@ -116,13 +134,13 @@ class ResultStore:
         return pa.concat_tables(tables).to_pandas() if tables else self.read_empty()  # empty: no rows yet
 
     def _read_part(self, path: Path) -> pa.Table:
-        """A part in SCHEMA; one written before the replicate columns gets fold "" and the default seed."""
+        """A part in SCHEMA; one written before the replicate columns gets fold "" and the default
+        seed, one written before the counts column gets empty counts."""
         table = pq.read_table(path)
         n = table.num_rows
-        if "fold" not in table.column_names:
-            table = table.append_column("fold", pa.array([""] * n, pa.string()))
-        if "seed" not in table.column_names:
-            table = table.append_column("seed", pa.array([self.default_seed] * n, pa.int64()))
+        for name, fill, kind in (("fold", "", pa.string()), ("seed", self.default_seed, pa.int64()), (COUNTS, "", pa.string())):
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([fill] * n, kind))
         return table.select(SCHEMA.names).cast(SCHEMA)
 
     def read_empty(self) -> pd.DataFrame:
@@ -137,7 +155,7 @@ class ResultStore:
         """Write one part atomically, then refresh ``results.parquet`` atomically."""
         if rows.empty:
             return
-        rows = rows.assign(**{k: v for k, v in (("fold", ""), ("seed", self.default_seed)) if k not in rows})
+        rows = rows.assign(**{k: v for k, v in (("fold", ""), ("seed", self.default_seed), (COUNTS, "")) if k not in rows})
         table = pa.Table.from_pandas(rows[COLUMNS], schema=SCHEMA, preserve_index=False)
         if not self._has_parts() and self.table.is_file():  # resuming a directory copied without parts/:
             earlier = self._read_part(self.table)  # its table becomes the first part, so no row is lost

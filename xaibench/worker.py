@@ -28,6 +28,7 @@ from xaibench.models.training import LoadContext
 from xaibench.perturb import fill_values
 from xaibench.replicates import ReplicateData
 from xaibench.results import COLUMNS as ROW_COLUMNS
+from xaibench.results import COUNTS, encode_counts
 from xaibench.targets import TargetSpec
 
 
@@ -136,13 +137,14 @@ class BatchWorker:
         pairs = [(c.explainer, self.layer_paths[c.layer]) for c in checks]
         # the randomised model explains the same region as the trained one, so only the model differs
         rnd = self.random_engine.run(images, list(self.layer_paths.values()), ground_truth=truth, pairs=pairs, target=maps.target.region)
-        return [(c, sanity_check.rank_correlation(maps.maps[p], rnd.maps[p]), None) for c, p in zip(checks, pairs)]
+        return [(c, sanity_check.rank_correlation(maps.maps[p], rnd.maps[p]), None, None) for c, p in zip(checks, pairs)]
 
     def _rows(self, scored, ids: list[str], done) -> pd.DataFrame:
         config = self.config
         fold, seed = self.replicate.fold_label, self.replicate.seed
         cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
-        for cell, values, thr in scored:
+        for cell, values, thr, counts in scored:
+            texts = _count_texts(counts, len(ids))
             if cell.metric == sanity_check.METRIC:
                 d = "lower"
             else:
@@ -155,7 +157,16 @@ class BatchWorker:
                     ("layer", cell.layer), ("threshold", cell.threshold), ("perturbation", cell.perturbation),
                     ("metric", cell.metric), ("image_id", image_id), ("value", float(values[i])),
                     ("threshold_value", float(thr[i]) if thr is not None else float("nan")), ("direction", d),
-                    ("cell_key", cell.key), ("fold", fold), ("seed", seed),
+                    ("cell_key", cell.key), ("fold", fold), ("seed", seed), (COUNTS, texts[i]),
                 ):
                     cols[k].append(v)
         return pd.DataFrame(cols)
+
+
+def _count_texts(counts: dict[str, torch.Tensor] | None, n: int) -> list[str]:
+    """Each image's counts as the ``counts`` column's text; empty without counts or for an image left out."""
+    if counts is None:
+        return [""] * n
+    table = torch.stack(list(counts.values()), 1)  # [n, names]
+    left_out = table.isnan().any(1).tolist()
+    return ["" if out else encode_counts(dict(zip(counts, row))) for out, row in zip(left_out, table.tolist())]

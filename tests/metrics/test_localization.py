@@ -124,3 +124,81 @@ def test_images_with_object_leaves_images_without_the_object_out(cls, gt):
 def test_images_rejects_an_unknown_value():
     with pytest.raises(ValueError, match="with_object"):
         L.LocalizationIoU(images="positive")
+
+
+# -- pixel counts pooled over images -----------------------------------------------------------------
+
+
+def _two_images():
+    """A: truth row 0, map row 0 (TP 4). B: truth rows 0-2, map row 0 and two pixels of row 3
+    (TP 4, FP 2, FN 8, TN 2). 4 x 4 pixels each."""
+    gt = torch.zeros(2, 4, 4, dtype=torch.long)
+    gt[0, 0], gt[1, :3] = 1, 1
+    heat = torch.zeros(2, 4, 4)
+    heat[:, 0] = 1.0
+    heat[1, 3, :2] = 1.0
+    return heat, gt
+
+
+def _scored(cls, heat, gt, **params):
+    from xaibench.contracts import check_scores
+
+    m = cls(**params)
+    return check_scores(m.compute(_ctx(heat, gt)), m, cls.name, heat.shape[0], "a test")
+
+
+def _pooled(cls, counts):
+    from xaibench.stats import Pooled
+
+    names = sorted(counts)
+    matrix = torch.stack([counts[k] for k in names], 1).numpy()
+    return float(Pooled(cls.pool)(names, matrix[~torch.stack(list(counts.values())).isnan().any(0).numpy()]))
+
+
+def test_pooled_iou_is_a_ratio_of_sums_not_the_mean_of_image_ious():
+    heat, gt = _two_images()
+    values, counts = _scored(L.PooledIoU, heat, gt)
+    assert counts["tp"].tolist() == [4, 4] and counts["fp"].tolist() == [0, 2] and counts["fn"].tolist() == [0, 8]
+    assert values.tolist() == pytest.approx([1, 2 / 7])  # the image's own IoU: 4 / 14
+    assert float(values.mean()) == pytest.approx(9 / 14)  # what localization_iou's mean would say
+    assert _pooled(L.PooledIoU, counts) == pytest.approx(8 / 18)  # sum TP / sum (TP + FP + FN)
+    assert _pooled(L.PooledPrecision, _scored(L.PooledPrecision, heat, gt)[1]) == pytest.approx(8 / 10)  # mean of images: 5/6
+    assert _pooled(L.PooledRecall, _scored(L.PooledRecall, heat, gt)[1]) == pytest.approx(8 / 16)  # mean of images: 2/3
+    # for pooled counts IoU = 1 / (1/P + 1/R - 1) exactly: 1 / (1.25 + 2 - 1) = 4/9
+    assert 1 / (1 / 0.8 + 1 / 0.5 - 1) == pytest.approx(_pooled(L.PooledIoU, counts))
+
+
+def test_miou_is_the_mean_of_object_and_background_iou():
+    heat, gt = _two_images()
+    v, counts = _scored(L.PooledMIoU, heat, gt)
+    assert counts["tn"].tolist() == [12, 2]
+    assert v.tolist() == pytest.approx([1, (2 / 7 + 2 / 12) / 2]) and (2 / 7 + 2 / 12) / 2 == pytest.approx(19 / 84)  # B: background 2 / (2 + 2 + 8)
+    assert L.LocalizationMIoU().compute(_ctx(heat, gt)).tolist() == v.tolist()
+    assert _pooled(L.PooledMIoU, counts) == pytest.approx((8 / 18 + 14 / 24) / 2)  # 37/72
+
+
+def test_pooled_metrics_score_each_image_as_the_per_image_metric():
+    torch.manual_seed(0)
+    gt = (torch.rand(5, 8, 8) > 0.6).long()
+    gt[0] = 0  # no object
+    heat = torch.rand(5, 8, 8)
+    heat[1] = 0  # nothing highlighted
+    for pooled, plain in [(L.PooledPrecision, L.LocalizationPrecision), (L.PooledRecall, L.LocalizationRecall), (L.PooledIoU, L.LocalizationIoU), (L.PooledMIoU, L.LocalizationMIoU)]:
+        values, _ = _scored(pooled, heat, gt)
+        assert torch.equal(values.isnan(), plain().compute(_ctx(heat, gt)).isnan())
+        assert torch.equal(values.nan_to_num(-1), plain().compute(_ctx(heat, gt)).nan_to_num(-1)), pooled.name
+
+
+def test_an_image_without_the_object_enters_the_pool_unless_images_is_with_object():
+    heat, gt = _two_images()
+    heat = torch.cat([heat, torch.zeros(2, 4, 4)])
+    heat[2, 1, :3] = 1.0  # C: no object, 3 pixels highlighted (FP 3); D: no object, nothing highlighted
+    gt = torch.cat([gt, torch.zeros(2, 4, 4, dtype=torch.long)])
+    values, counts = _scored(L.PooledIoU, heat, gt)
+    assert values[2] == 0 and math.isnan(values[3])  # D: IoU undefined, but its (zero) counts enter the pool
+    assert _pooled(L.PooledIoU, counts) == pytest.approx(8 / 21)
+    miou = L.LocalizationMIoU().compute(_ctx(heat, gt))
+    assert miou[2] == pytest.approx(13 / 32) and miou[3] == 1  # D: only the background IoU is defined
+    values, counts = _scored(L.PooledIoU, heat, gt, images="with_object")
+    assert values[:2].tolist() == pytest.approx([1, 2 / 7]) and values[2:].isnan().all() and counts["tp"][2:].isnan().all()
+    assert _pooled(L.PooledIoU, counts) == pytest.approx(8 / 18)

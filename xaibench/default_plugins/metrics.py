@@ -13,9 +13,14 @@ from xaibench.metrics.localization import (
     InsertionAUC,
     LocalizationF1,
     LocalizationIoU,
+    LocalizationMIoU,
     LocalizationPrecision,
     LocalizationRecall,
     PointingGame,
+    PooledIoU,
+    PooledMIoU,
+    PooledPrecision,
+    PooledRecall,
 )
 
 BUILTIN = (
@@ -26,6 +31,11 @@ BUILTIN = (
     LocalizationPrecision,
     LocalizationRecall,
     LocalizationF1,
+    LocalizationMIoU,
+    PooledPrecision,
+    PooledRecall,
+    PooledIoU,
+    PooledMIoU,
     Hausdorff,
     AUROC,
     MAE,

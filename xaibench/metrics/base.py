@@ -17,6 +17,23 @@ An optional ``directions`` dict overrides ``direction`` per perturbation mode (c
 should drop under M1 but stay under M2). ``compute(ctx)`` returns a float tensor [B] (NaN where the value is undefined for an image,
 e.g. an empty target region). Metrics never call the model directly: perturbed inputs are
 batched by the runner, and ``ctx.forward`` batches any other inputs a metric needs.
+
+A **pooled** metric (a ratio of sums: the IoU of all pixels of all images, which no function of
+the per-image IoUs gives) declares ``pool`` instead of ``aggregate``, and its ``compute(ctx)``
+returns additive per-image counts, a dict of name -> real tensor [B] (``{"tp": ..., "fp": ...,
+"fn": ...}``; NaN counts leave an image out, e.g. one without the object)::
+
+    @staticmethod
+    def pool(c):  # dict of name -> float64 numpy arrays of one shape; elementwise
+        return c["tp"] / (c["tp"] + c["fp"] + c["fn"])  # 0 / 0 is NaN: undefined
+
+The core calls ``pool`` on each image's own counts (the per-image ``value`` of the results;
+NaN where undefined), stores the counts in the results' ``counts`` column, and takes as the
+dataset statistic (``statistic`` "pooled") ``pool`` of the counts summed over the cell's images
+(with replicates, over each replicate's images, then the mean over replicates); bootstrap CIs
+resample images with their counts, paired tests compare the per-image values. ``pool`` must be
+elementwise numpy arithmetic (``+ - * /``, ``np.where``), as it also runs on arrays of bootstrap
+resamples' sums.
 """
 
 from __future__ import annotations
@@ -62,7 +79,7 @@ class Metric(Protocol):
     uses_threshold: ClassVar[bool]
     perturbation: ClassVar[str | None]
 
-    def compute(self, ctx: MetricContext) -> torch.Tensor: ...
+    def compute(self, ctx: MetricContext) -> torch.Tensor | dict[str, torch.Tensor]: ...
 
 
 def direction(metric: object, perturbation: str = "") -> str:

@@ -3,13 +3,15 @@ compared with the ground-truth region of the target class. Formulas in docs/metr
 
 AUROC and the Hausdorff distance come from torchmetrics; values that are
 undefined for an image (e.g. recall on an image without the object) are NaN and left out of
-means and confidence intervals.
+means and confidence intervals. The ``pooled_*`` metrics return per-image pixel counts and pool
+them over the cell's images (ratio of sums; see :mod:`xaibench.metrics.base`).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.segmentation import hausdorff_distance
@@ -43,6 +45,30 @@ def _stats(ctx: MetricContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return tp, (pred & ~truth).sum(1), (~pred & truth).sum(1)
 
 
+def pixel_counts(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    """Per-image pixel counts ``tp``, ``fp``, ``fn``, ``tn`` of the binarised map against the truth."""
+    tp, fp, fn = _stats(ctx)
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": ctx.binary[0].numel() - tp - fp - fn}
+
+
+def _precision(c):
+    return c["tp"] / (c["tp"] + c["fp"])
+
+
+def _recall(c):
+    return c["tp"] / (c["tp"] + c["fn"])
+
+
+def _iou(c):
+    return c["tp"] / (c["tp"] + c["fp"] + c["fn"])
+
+
+def _miou(c):
+    """Mean of the target IoU and the background IoU TN / (TN + FP + FN), over those defined."""
+    fg, bg = _iou(c), c["tn"] / (c["tn"] + c["fp"] + c["fn"])
+    return np.where(np.isnan(fg), bg, np.where(np.isnan(bg), fg, (fg + bg) / 2))
+
+
 IMAGES = ("all", "with_object")
 
 
@@ -64,14 +90,19 @@ class _Localization:
             raise ValueError(f"images must be one of {', '.join(IMAGES)}, got {images!r}")
         self.images = images
 
-    def compute(self, ctx: MetricContext) -> torch.Tensor:
-        values = self._compute(ctx).float()
+    def compute(self, ctx: MetricContext) -> torch.Tensor | dict[str, torch.Tensor]:
+        out = self._compute(ctx)
+        if isinstance(out, dict):  # a pooled metric's counts: NaN leaves an image out
+            return {k: self._restrict(ctx, v.double()) for k, v in out.items()}
+        return self._restrict(ctx, out.float())
+
+    def _restrict(self, ctx: MetricContext, values: torch.Tensor) -> torch.Tensor:
         if self.images == "with_object":
             has = truth_region(ctx).flatten(1).any(1).to(values.device)
             values = torch.where(has, values, torch.full_like(values, NAN))
         return values
 
-    def _compute(self, ctx: MetricContext) -> torch.Tensor:
+    def _compute(self, ctx: MetricContext) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -117,6 +148,61 @@ class LocalizationF1(_Binarised):
     def _compute(self, ctx):
         tp, fp, fn = _stats(ctx)
         return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+class LocalizationMIoU(_Binarised):
+    """Mean IoU of the two classes, object and background: the mean of TP / (TP + FP + FN) and
+    TN / (TN + FP + FN), over those defined."""
+
+    name = "localization_miou"
+
+    def _compute(self, ctx):
+        counts = {k: v.double().cpu().numpy() for k, v in pixel_counts(ctx).items()}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return torch.from_numpy(_miou(counts)).float()
+
+
+class _Pooled(_Binarised):
+    """A pixel metric pooled over the cell's images: ``compute`` gives each image's ``counts``,
+    the dataset statistic is ``pool`` of their sums (each image's value: ``pool`` of its own)."""
+
+    counts: tuple[str, ...] = ()
+
+    def _compute(self, ctx):
+        c = pixel_counts(ctx)
+        return {k: c[k] for k in self.counts}
+
+
+class PooledPrecision(_Pooled):
+    """Precision of all pixels of the cell's images: sum TP / sum (TP + FP)."""
+
+    name = "pooled_precision"
+    counts = ("tp", "fp")
+    pool = staticmethod(_precision)
+
+
+class PooledRecall(_Pooled):
+    """Recall of all pixels of the cell's images: sum TP / sum (TP + FN)."""
+
+    name = "pooled_recall"
+    counts = ("tp", "fn")
+    pool = staticmethod(_recall)
+
+
+class PooledIoU(_Pooled):
+    """IoU of all pixels of the cell's images: sum TP / sum (TP + FP + FN)."""
+
+    name = "pooled_iou"
+    counts = ("tp", "fp", "fn")
+    pool = staticmethod(_iou)
+
+
+class PooledMIoU(_Pooled):
+    """Mean of the pooled object IoU and the pooled background IoU sum TN / sum (TN + FP + FN)."""
+
+    name = "pooled_miou"
+    counts = ("tp", "fp", "fn", "tn")
+    pool = staticmethod(_miou)
 
 
 class Hausdorff(_Binarised):
