@@ -43,6 +43,26 @@ def test_user_errors_exit_2_with_one_error_line_and_no_traceback(mutate, words, 
     assert not out.exists()
 
 
+def test_fresh_maps_takes_comma_separated_explainers(tiny_config, tmp_path, monkeypatch):
+    import xaibench.runner
+
+    seen = {}
+    monkeypatch.setattr(xaibench.runner, "run_benchmark", lambda config, **kw: seen.update(kw))
+    assert main(["run", str(tiny_config), "--out", str(tmp_path / "out"), "--fresh-maps", "grad_cam, *eigen*", "--quiet"]) == 0
+    assert seen["fresh_maps"] == ("grad_cam", "*eigen*") and seen["fresh"] is False
+    assert main(["run", str(tiny_config), "--out", str(tmp_path / "out"), "--fresh", "--quiet"]) == 0
+    assert seen["fresh_maps"] == () and seen["fresh"] is True
+
+
+def test_fresh_maps_of_an_explainer_not_in_the_benchmark_is_a_user_error(tiny_config, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(tiny_config), "--out", str(out), "--fresh-maps", "grad_cam,score_cam", "--quiet"]) == 2
+    errors, everything = _err(capsys)
+    assert len(errors) == 1 and "Traceback" not in "\n".join(everything)
+    assert "--fresh-maps: 'score_cam' names no explainer of this benchmark" in errors[0] and "eigen_cam, grad_cam" in errors[0]
+    assert not out.exists()
+
+
 def test_missing_config_and_bad_run_dir(capsys, tmp_path):
     assert main(["validate", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in _err(capsys)[0][0]

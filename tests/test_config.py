@@ -204,3 +204,21 @@ def test_a_models_own_thresholds_replace_the_grids_and_leave_the_identity_alone(
     assert {c.threshold for c in cells if c.threshold} == {"0.5", "otsu"}
     with pytest.raises(UserError, match=r"model\.thresholds.*'high' is not allowed"):
         parse_config({**BASE, "model": {**BASE["model"], "thresholds": ["high"]}})
+
+
+def test_hashes_are_the_values_they_always_were():
+    """Cache keys and run identities are names on disk: one hash helper computes them all
+    (:mod:`xaibench.hashing`), and its values are pinned here (computed before it existed)."""
+    from pathlib import PurePosixPath
+
+    from xaibench import hashing
+    from xaibench.models.training import config_hash
+    from xaibench.plugin import config_hash as public_config_hash
+    from xaibench.worker import dataset_key
+
+    config = parse_config(BASE, "x.toml")
+    assert (config.identity(), config.hash(), dataset_key(config)) == ("88873ad1c76d3bd5", "6eeb6e7f5a282558", "03b893cdc1fdaa62")
+    assert config_hash(model="smp_unet", params={"encoder_depth": 3, "decoder_channels": [16, 8, 4]}, dataset="abc") == "07b74f7b47b6a8d5"
+    assert config_hash(a=1, path=PurePosixPath("/x")) == "7c994f2c7c692012"  # default=str
+    assert public_config_hash is config_hash is hashing.config_hash
+    assert hashing.stable_hash({"a": 1, "path": PurePosixPath("/x")}) == "7c994f2c7c692012"

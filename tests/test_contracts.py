@@ -148,6 +148,36 @@ def test_an_explainer_that_writes_into_its_inputs_is_stopped_before_it_poisons_t
         _run(config('["authors_cam", "grad_cam"]'), _explainers(_variant(explain=evil, needs=Pass.ACTIVATIONS)), tmp_path / "o")
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda t: t[0, 1, 2, 3].add_(1),  # one value, through a view
+        lambda t: t.detach().clamp_(0.5),
+        lambda t: torch.mul(t, 1, out=t),  # an in-place write that keeps every value
+        lambda t: t.data.mul_(-1),  # around the version counter: seen in the sample
+        lambda t: t.numpy().__setitem__(slice(None), 0),
+    ],
+)
+def test_the_fingerprint_sees_every_kind_of_in_place_write(write):
+    from xaibench.contracts import SAMPLE, fingerprint, same
+
+    t = torch.rand(4, 8, 16, 16).to(memory_format=torch.channels_last)  # as activations on CPU
+    before = fingerprint(t)
+    assert same(before, fingerprint(t)) and before[1].numel() <= SAMPLE  # a sample, not a copy of t
+    write(t)
+    assert not same(before, fingerprint(t))
+
+
+def test_a_lent_tensor_with_nan_is_not_mistaken_for_a_written_one():
+    from xaibench.contracts import fingerprint, same
+
+    t = torch.rand(2, 3, 5, 5)
+    t[0, 0] = float("nan")  # a model's activations can hold NaN; reading them changes nothing
+    with torch.inference_mode():
+        i = torch.full((4,), float("nan"))  # no version counter: its sum stands in
+    assert same(fingerprint(t), fingerprint(t)) and same(fingerprint(i), fingerprint(i))
+
+
 def test_an_undeclared_pass_is_none_and_the_error_names_needs(config, tmp_path):
     cls = _variant(needs=Pass.ACTIVATIONS)  # uses gradients without declaring them
     with pytest.raises(UserError, match=r"ctx.gradients = None.*add Pass.GRADIENTS to its needs"):

@@ -3,7 +3,7 @@ import torch
 
 import xaibench
 import xaibench.default_plugins.explainers as X
-from xaibench.cache import HeatmapCache
+from xaibench.cache import HeatmapCache, image_key
 from xaibench.capture import PassCounter
 from xaibench.errors import UserError
 from xaibench.heatmaps import HeatmapEngine, minmax, normalize
@@ -180,3 +180,49 @@ def test_a_bad_fused_layer_is_a_user_error(tiny_unet, bad):
 def test_the_api_takes_fused_layers(tiny_unet, tiny_images):
     out = xaibench.explain(tiny_unet, tiny_images, "grad_cam", ["mean(decoder.blocks.2,decoder.blocks.1)"])
     assert out[("grad_cam", "mean(decoder.blocks.2,decoder.blocks.1)")].shape == (3, 32, 32)
+
+
+def _poison(engine: HeatmapEngine, images: torch.Tensor, pairs) -> None:
+    """Overwrite the cache entries of ``pairs`` with maps no explainer makes (ones)."""
+    out = engine.run(images, [], pairs=pairs)
+    for pair in pairs:
+        engine._store(pair, [image_key(im) for im in images], engine.target_spec.key(), torch.ones_like(out.maps[pair]))
+
+
+def test_recompute_reads_no_cached_map_and_overwrites_the_entries(tiny_unet, tiny_images, tmp_path):
+    """``--fresh``: a map in the cache (here a wrong one, as a buggy plugin could leave) is not
+    served again; it is computed and the entry overwritten, so the next run reads the right one."""
+    pairs = [("grad_cam", LAYERS[0]), ("score_cam", LAYERS[0])]
+    right = _engine(tiny_unet, ["grad_cam", "score_cam"]).run(tiny_images, [], pairs=pairs).maps
+    _poison(_engine(tiny_unet, ["grad_cam", "score_cam"], cache=HeatmapCache(tmp_path)), tiny_images, pairs)
+    served = _engine(tiny_unet, ["grad_cam", "score_cam"], cache=HeatmapCache(tmp_path)).run(tiny_images, [], pairs=pairs).maps
+    assert all(torch.equal(served[p], torch.ones_like(served[p])) for p in pairs)  # what a resume reads
+    fresh = _engine(tiny_unet, ["grad_cam", "score_cam"], cache=HeatmapCache(tmp_path), recompute=True)
+    got = fresh.run(tiny_images, [], pairs=pairs).maps
+    assert sorted(fresh.computed) == sorted(pairs) and fresh.cache.hits == 0
+    after = _engine(tiny_unet, ["grad_cam", "score_cam"], cache=HeatmapCache(tmp_path))
+    again = after.run(tiny_images, [], pairs=pairs).maps
+    assert after.computed == []  # read from disk: the overwritten entries
+    for p in pairs:
+        assert torch.allclose(got[p], right[p], atol=1e-6) and torch.equal(again[p], got[p])
+
+
+def test_recompute_names_only_some_explainers_and_the_composites_built_on_them(tiny_unet, tiny_images, tmp_path):
+    """``--fresh-maps grad_cam``: grad_cam's maps and segx's (built on grad_cam) are computed
+    again; score_cam's come from the cache; within the engine a map it stored is read as usual."""
+    layer = LAYERS[0]
+    pairs = [("grad_cam", layer), ("score_cam", layer), ("segx", layer)]
+
+    def engine(**kw):
+        e = _engine(tiny_unet, ["grad_cam", "score_cam"], cache=HeatmapCache(tmp_path), **kw)
+        e.explainers["segx"] = X.SegX(base="grad_cam", mask="target")
+        return e
+
+    _poison(engine(), tiny_images, pairs)
+    e = engine(recompute={"grad_cam"})
+    got = e.run(tiny_images, [], pairs=pairs).maps
+    assert sorted(e.computed) == [("grad_cam", layer), ("segx", layer)]
+    assert torch.equal(got[("score_cam", layer)], torch.ones_like(got[("score_cam", layer)]))  # kept: not named
+    assert not torch.equal(got[("grad_cam", layer)], torch.ones_like(got[("grad_cam", layer)]))
+    e.run(tiny_images, [], pairs=pairs)  # a second batch of the same images: this run's own maps
+    assert len(e.computed) == 2

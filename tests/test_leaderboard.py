@@ -60,3 +60,45 @@ def test_rankings_test_every_row_against_rank_one_across_models():
     # close - good: 9 positive differences, 3 zeros (dropped): exact two-sided p = 2 / 2**9
     assert line["good"].endswith(f"| best | {2 / 2**9:.3f} * |")
     assert line["bad"].split(" | ")[-1].rstrip(" |").endswith("*")
+
+
+def _sources_spelling(pattern: str, home: str) -> list[str]:
+    """Lines of the project's Python sources (core, plugins, benchmarks) outside ``home`` that
+    match ``pattern``."""
+    import re
+    from pathlib import Path
+
+    import xaibench
+
+    root = Path(xaibench.__file__).resolve().parents[1]
+    found = []
+    for sub in ("xaibench", "plugins", "benchmarks"):
+        for path in sorted((root / sub).rglob("*.py")):
+            if path.relative_to(root).as_posix() == home:
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if re.search(pattern, line):
+                    found.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    return found
+
+
+def test_perturbation_modes_and_their_labels_have_one_home():
+    """Mode names and labels are spelled in xaibench/modes.py only; the config, the perturbations,
+    the leaderboard, the plots and the closing table import them."""
+    from xaibench import config, contracts, leaderboard, modes, perturb, plots, runner
+
+    assert config.PERTURBATIONS is perturb.MODES is contracts.PERTURBATIONS is modes.MODES
+    assert leaderboard.MODE_LABELS is modes.MODE_LABELS and leaderboard.MODE_SHORT is runner.MODE_SHORT is modes.MODE_SHORT
+    assert modes.MODE_SHORT == {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
+    assert plots.MODE_TITLES == {**modes.MODE_LABELS, "": "no perturbation"}
+    respelled = r"""M[123] (background|highlighted)|["']M[123]["']|["']background_only["']\s*,\s*["']highlighted_only["']"""
+    assert _sources_spelling(respelled, "xaibench/modes.py") == []
+
+
+def test_result_columns_are_spelled_in_results_only():
+    from xaibench import results, stats
+    from xaibench.results import FIXED_COLUMNS
+
+    assert stats.CELL == results.CELL_COLUMNS == FIXED_COLUMNS[:-2] and stats.REPLICATE is results.REPLICATE_COLUMNS
+    respelled = r"""["']fold["'],\s*["']seed["']|["']image_id["'],\s*["']value["']|["']perturbation["'],\s*["']metric["']\]"""
+    assert _sources_spelling(respelled, "xaibench/results.py") == []

@@ -97,3 +97,61 @@ def test_counts_are_stored_per_row_and_a_part_written_before_the_counts_column_s
     assert len(pd.read_parquet(tmp_path / "results.parquet")) == 4
     with pytest.raises(UserError, match="different names"):
         decode_counts([encode_counts({"tp": 1}), encode_counts({"tp": 1, "fp": 0})])
+
+
+def test_drop_explainers_removes_their_rows_and_a_resume_appends_beside_the_rest(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append(_rows(3, "a"))
+    store.append(_rows(2, "b").assign(explainer="grad_cam"))
+    assert store.drop_explainers(["score_cam"]) == 0 and len(list((tmp_path / "parts").glob("part-*"))) == 2  # nothing to drop: untouched
+    assert store.drop_explainers(["grad_cam"]) == 2
+    df = ResultStore(tmp_path).read()
+    assert len(df) == 3 and set(df["explainer"]) == {"e"} and len(pd.read_parquet(tmp_path / "results.parquet")) == 3
+    assert store.done() == {("a", f"i{k}", "", 0) for k in range(3)}
+    assert not (tmp_path / ".parts.dropped").exists()
+    store.append(_rows(2, "b").assign(explainer="grad_cam"))  # computed again
+    assert len(ResultStore(tmp_path).read()) == 5
+
+
+def test_a_drop_interrupted_before_the_parts_went_loses_no_row(tmp_path, monkeypatch):
+    import os
+
+    store = ResultStore(tmp_path)
+    store.append(_rows(3, "a"))
+    store.append(_rows(2, "b").assign(explainer="grad_cam"))
+
+    def killed(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", lambda src, dst, real=os.replace: killed() if str(src).endswith("parts") else real(src, dst))
+    with pytest.raises(KeyboardInterrupt):
+        store.drop_explainers(["grad_cam"])
+    assert len(ResultStore(tmp_path).read()) == 5  # the parts are still the table: the drop did not happen
+
+
+def test_every_atomic_write_fsyncs_before_the_rename(tmp_path, monkeypatch):
+    """Results, heatmap cache entries and checkpoints go through one helper: temporary file,
+    fsync, rename; a failed write leaves the old file and no temporary one."""
+    import os
+    import pickle
+
+    import torch
+
+    from xaibench.cache import HeatmapCache
+    from xaibench.models.training import save_atomic
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    heatmap = torch.rand(4, 4)
+    HeatmapCache(tmp_path / "maps").put("ab" * 20, heatmap)
+    assert len(synced) == 1 and torch.equal(HeatmapCache(tmp_path / "maps").get("ab" * 20), heatmap)  # read from disk
+    save_atomic({"w": torch.ones(2)}, tmp_path / "m.pt")
+    assert len(synced) == 2 and torch.equal(torch.load(tmp_path / "m.pt")["w"], torch.ones(2))
+    with pytest.raises((AttributeError, pickle.PicklingError)):
+        save_atomic({"w": lambda: 0}, tmp_path / "m.pt")  # cannot be pickled
+    assert torch.equal(torch.load(tmp_path / "m.pt")["w"], torch.ones(2))
+    ResultStore(tmp_path / "run").append(_rows(1))
+    assert len(synced) == 4  # the part and results.parquet
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+

@@ -95,6 +95,28 @@ def test_a_different_setup_in_the_same_directory_is_refused_and_fresh_starts_ove
     n = len(list((fresh_out / "parts").glob("*.parquet")))
     xaibench.run(cfg, fresh_out, show_progress=False, fresh=True)
     assert len(list((fresh_out / "parts").glob("*.parquet"))) == n  # rewritten, not appended
+    m = json.loads((fresh_out / "manifest.json").read_text())
+    # and no cached map is served again: 2 explainers x 2 layers x 2 image batches computed
+    assert m["timings"]["heatmaps_computed"] == 2 * 2 * 2 and m["timings"]["heatmap_cache_hits"] == 0
+
+
+def test_fresh_maps_recomputes_one_explainers_maps_and_rows_and_keeps_the_others(first_run, tmp_path):
+    import shutil
+
+    cfg, out, df, _ = first_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = ResultStore(copy).read()  # (other tests may have added cells to the first run's directory)
+    again = xaibench.run(cfg, copy, show_progress=False, fresh_maps=["grad_cam"])
+    m = json.loads((copy / "manifest.json").read_text())
+    assert m["timings"]["heatmaps_computed"] == 2 * 2 and m["timings"]["heatmap_cache_hits"] == 0  # grad_cam's: 2 layers x 2 batches
+    key = ["cell_key", "image_id"]
+    assert not again.duplicated(key).any()
+    kept, other = (d[d["explainer"] != "grad_cam"].sort_values(key).reset_index(drop=True) for d in (before, again))
+    assert len(kept) and other[key].equals(kept[key]) and other["value"].equals(kept["value"])  # eigen_cam's rows were not touched
+    new, old = (d[d["explainer"] == "grad_cam"].sort_values(key).reset_index(drop=True) for d in (again, df))
+    assert len(new) and new[key].equals(old[key])  # the config's grad_cam cells, computed again
+    assert torch.allclose(torch.tensor(new["value"].to_numpy()), torch.tensor(old["value"].to_numpy()), atol=1e-5, equal_nan=True)
 
 
 def test_concurrent_run_on_the_same_directory_is_refused(first_run):

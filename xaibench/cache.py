@@ -2,18 +2,20 @@
 
 A key hashes the model's weights, the image's content, the layer, the explainer and its
 parameters, and the target; so a re-run that only adds thresholds or metrics finds every map.
-Disk entries are written atomically (temporary file, then rename).
+Disk entries are written atomically (:func:`xaibench.atomic.atomic_write`: temporary file,
+fsync, rename).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from xaibench.atomic import atomic_write
 
 
 def default_cache_dir() -> Path:
@@ -68,13 +70,10 @@ class HeatmapCache:
         self._mem[key] = value
         if self.root is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, value.numpy())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        arr = value.numpy()
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+                np.save(f, arr)
+
+        atomic_write(self._path(key), write)

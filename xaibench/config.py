@@ -18,9 +18,7 @@ Layout::
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field
@@ -28,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from xaibench.errors import UserError
+from xaibench.hashing import stable_hash
+from xaibench.modes import MODES as PERTURBATIONS
 
-PERTURBATIONS = ("background_only", "highlighted_only", "highlighted_plus_target")
 FILLS = ("zero", "mean", "blur")
 TARGETS = ("predicted", "ground_truth")
 DEVICES = ("cpu", "cuda")
@@ -106,7 +105,7 @@ class Config:
 
     def hash(self) -> str:
         """Hash of the whole configuration."""
-        return _hash(self.as_dict())
+        return stable_hash(self.as_dict())
 
     def identity(self) -> str:
         """Hash of what determines the model and the images (all but the grid and the run's speed knobs).
@@ -125,7 +124,7 @@ class Config:
         # adds replicates beside the earlier ones, as a new model adds rows beside the others
         if self.run.folds:
             d["run"]["folds"] = self.run.folds
-        return _hash(d)
+        return stable_hash(d)
 
     def replicates(self) -> list:
         """The (fold, seed) replicates of the run (:mod:`xaibench.replicates`)."""
@@ -150,10 +149,6 @@ def _thresholds(reader: _Reader, raw: list) -> list[float | str]:
         else:
             raise reader.fail("thresholds", f"{t!r} is not allowed; a threshold is a number in [0, 1] or 'otsu'")
     return out
-
-
-def _hash(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class _Reader:

@@ -16,8 +16,9 @@ from importlib import metadata
 import numpy as np
 import torch
 
-from xaibench.config import PERTURBATIONS, SPLITS
+from xaibench.config import SPLITS
 from xaibench.errors import UserError
+from xaibench.modes import MODES as PERTURBATIONS
 from xaibench.passes import Pass
 
 DIRECTIONS = ("higher", "lower")
@@ -190,20 +191,43 @@ def _describe(t: object) -> str:
     return f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
 
 
+#: values of a lent tensor sampled by its fingerprint
+SAMPLE = 1024
+
+
 def fingerprint(t: torch.Tensor | None) -> tuple | None:
-    """A cheap fingerprint of a tensor's content (its sum and a strided sample), to detect a
-    plugin writing into a tensor it was lent."""
+    """A cheap fingerprint of a tensor's content, to detect a plugin writing into a tensor it
+    was lent: its version counter, which every in-place torch op bumps (on the tensor or on any
+    view of it, ``detach()`` included), and a strided sample of :data:`SAMPLE` values, for
+    writes that bypass the counter (through ``.data`` or ``.numpy()``) where they touch the
+    sample. An inference tensor has no counter: its sum stands in. O(SAMPLE), not O(numel):
+    no copy of the tensor, even a non-contiguous one."""
     if t is None or not isinstance(t, torch.Tensor):
         return None
-    flat = t.detach().reshape(-1)
-    step = max(1, flat.numel() // 2048)
-    return (float(flat.sum(dtype=torch.float64)), flat[::step].clone())
+    t = t.detach()
+    version = float(t.sum(dtype=torch.float64)) if t.is_inference() else t._version
+    return (version, _sample(t))
+
+
+def _sample(t: torch.Tensor) -> torch.Tensor:
+    """:data:`SAMPLE` values of ``t`` spread over its memory, copied (one strided copy; dims
+    ordered by stride, so a channels-last tensor is no harder than a contiguous one)."""
+    n = t.numel()
+    step = max(1, n // SAMPLE)
+    dense = t.permute(sorted(range(t.ndim), key=lambda d: -t.stride(d))) if t.ndim else t
+    if dense.is_contiguous():
+        return dense.reshape(-1)[::step][:SAMPLE].clone()
+    idx = torch.arange(0, n, step, device=t.device)[:SAMPLE]  # overlapping or gapped strides
+    return t[torch.unravel_index(idx, t.shape)]
 
 
 def same(a: tuple | None, b: tuple | None) -> bool:
     if a is None or b is None:
         return a is b
-    return (a[0] == b[0] or (a[0] != a[0] and b[0] != b[0])) and torch.equal(a[1], b[1])
+    (va, sa), (vb, sb) = a, b
+    if not (va == vb or (va != va and vb != vb)):  # NaN sums are equal here
+        return False
+    return sa.shape == sb.shape and bool(((sa == sb) | (sa.isnan() & sb.isnan()) if sa.is_floating_point() else sa == sb).all())
 
 
 def check_unchanged(before: dict[str, tuple | None], tensors: dict[str, torch.Tensor | None], what: str) -> None:

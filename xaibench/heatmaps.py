@@ -9,7 +9,7 @@ like pytorch-grad-cam's: ReLU, per-image min-max, bilinear resize to the input, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +72,7 @@ class HeatmapEngine:
         cache: HeatmapCache | None = None,
         counter: PassCounter | None = None,
         fitted: Mapping[str, str] | None = None,
+        recompute: bool | Collection[str] = (),
     ):
         self.model = model
         self.explainers = dict(explainers)
@@ -82,6 +83,11 @@ class HeatmapEngine:
         self.computed: list[Pair] = []  # every (explainer, layer) actually computed (not cached)
         #: explainer name -> identity of its trained network (:mod:`xaibench.explainers.fitting`)
         self.fitted = dict(fitted or {})
+        #: explainers whose cached maps are not read (``True``: all): they are computed again and
+        #: overwrite their cache entries (``--fresh``, ``--fresh-maps``); a composite of one of
+        #: them is computed again too. What this engine stored itself it reads as usual.
+        self.recompute = True if recompute is True else frozenset(recompute or ())
+        self._stored: set[str] = set()
 
     # -- planning -------------------------------------------------------------------------
     def _closure(self, pairs: Sequence[Pair]) -> list[Pair]:
@@ -120,6 +126,17 @@ class HeatmapEngine:
         if name in self.fitted:  # a network of its own: which one (another fold's maps differ)
             text += f"{{fit:{self.fitted[name]}}}"
         return text + "".join(f"[{b}:{self._describe(b)}]" for b in getattr(e, "composes", ()))
+
+    def _recomputes(self, name: str) -> bool:
+        """Whether ``name``'s cached maps are ignored: it, or a base it composes, is in ``recompute``."""
+        if self.recompute is True or name in self.recompute:
+            return True
+        return any(self._recomputes(b) for b in getattr(self.explainers[name], "composes", ()))
+
+    def _cached(self, pair: Pair, key: str) -> torch.Tensor | None:
+        if key not in self._stored and self._recomputes(pair[0]):
+            return None  # written before this engine: computed again
+        return self.cache.get(key)
 
     def _key(self, pair: Pair, img_key: str, target_key: str) -> str:
         name, layer = pair
@@ -167,7 +184,7 @@ class HeatmapEngine:
         maps: dict[Pair, torch.Tensor] = {}
         missing: list[Pair] = []
         for pair in plan:
-            got = [self.cache.get(self._key(pair, k, target_key)) for k in keys]
+            got = [self._cached(pair, self._key(pair, k, target_key)) for k in keys]
             if all(g is not None for g in got):
                 maps[pair] = torch.stack(got).to(device)
             else:
@@ -237,7 +254,9 @@ class HeatmapEngine:
     def _store(self, pair: Pair, keys: list[str], target_key: str, maps: torch.Tensor) -> None:
         self.computed.append(pair)
         for k, m in zip(keys, maps):
-            self.cache.put(self._key(pair, k, target_key), m)
+            key = self._key(pair, k, target_key)
+            self.cache.put(key, m)
+            self._stored.add(key)
 
 
 def _undeclared(name: str, explainer: object, flag: Pass):

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xaibench.modes import MODE_LABELS, MODE_SHORT
 from xaibench.selection import held_out_best_thresholds, selection_groups
 from xaibench.stability import ranking_stability, times_first
 from xaibench.stats import CELL, REPLICATE, estimate, paired_p, replicate_statistics, values_by_cell, with_replicates
 
-MODE_NAMES = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target"}
 ARROW = {"higher": "↑", "lower": "↓"}
 
 
@@ -67,7 +67,7 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
         block = _sorted(block)
         if block.empty:
             continue
-        title = f"### {metric}" + (f" — {MODE_NAMES.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
+        title = f"### {metric}" + (f" — {MODE_LABELS.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
         head = block.head(top)
         first = values.get(tuple(head.iloc[0][CELL])) if values is not None else None
         rows = []
@@ -105,7 +105,7 @@ def best_per_mode(summary: pd.DataFrame) -> str:
             e = ent.loc[key] if key in ent.index else None
             rows.append([thr, r["model"], r["explainer"], r["layer"], _ci(r), _ci(e) if e is not None else "–"])
         d = block["direction"].iloc[0]
-        parts.append(f"### {MODE_NAMES.get(mode, mode)} (confidence {d} is better)\n\n" + _table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
+        parts.append(f"### {MODE_LABELS.get(mode, mode)} (confidence {d} is better)\n\n" + _table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
     return "\n\n".join(parts)
 
 
@@ -141,7 +141,7 @@ def layer_comparison(summary: pd.DataFrame) -> str:
         better = (max(finite)[1] if d == "higher" else min(finite)[1]) if len(finite) > 1 else "–"
         if len(finite) < 2:
             continue  # a model measured at one layer has nothing to compare
-        rows.append([mo, e, m + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else ""), *[_fmt(v) for v in vals], better])
+        rows.append([mo, e, m + (f" ({MODE_SHORT.get(p, p)})" if p else ""), *[_fmt(v) for v in vals], better])
     return _table(["model", "explainer", "metric", *layers, "better"], rows) if rows else ""
 
 
@@ -173,7 +173,7 @@ def best_thresholds(results: pd.DataFrame, seed: int = 0) -> str:
     for _, r in table.iterrows():
         chosen = ", ".join(f"{t} ({c}/{sum(r['chosen'].values())})" for t, c in sorted(r["chosen"].items(), key=lambda kv: -kv[1]))
         p = r["perturbation"]
-        metric = r["metric"] + (f" ({MODE_NAMES.get(p, p).split()[0]})" if p else "")
+        metric = r["metric"] + (f" ({MODE_SHORT.get(p, p)})" if p else "")
         rows.append([r["model"], r["explainer"], r["layer"], metric, chosen, _ci(r), f"{r['in_sample_threshold']}: {_fmt(r['in_sample_mean'])}"])
     _, how = selection_groups(results, seed)
     note = (
@@ -204,7 +204,7 @@ def stability_section(results: pd.DataFrame, per_replicate: pd.DataFrame | None 
     for s in found:
         top1 = "; ".join(f"{_entry(e, many)} ({c}/{s.replicates})" for e, c in sorted(s.top1.items(), key=lambda kv: -kv[1]))
         swaps = "; ".join(f"{_entry(a, many)} ↔ {_entry(b, many)} ({c}/{s.replicates})" for a, b, c in s.swaps[:5]) or "none"
-        name = s.metric + (f" — {MODE_NAMES.get(s.perturbation, s.perturbation).split()[0]}" if s.perturbation else "")
+        name = s.metric + (f" — {MODE_SHORT.get(s.perturbation, s.perturbation)}" if s.perturbation else "")
         rows.append([name, str(s.replicates), str(s.entries), _fmt(s.w, 3), _fmt(s.tau, 3), top1, swaps])
     note = (
         "Each ranking ranked again in every replicate (its own trained models; with folds, on its own held-out images). "

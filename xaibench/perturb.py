@@ -18,7 +18,7 @@ import hashlib
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-MODES = ("background_only", "highlighted_only", "highlighted_plus_target")
+from xaibench.modes import MODES
 
 
 def keep_mask(mode: str, binary: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:

@@ -12,9 +12,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from xaibench.results import atomic_write  # noqa: E402
+from xaibench.modes import MODE_LABELS  # noqa: E402
+from xaibench.results import REPLICATE_COLUMNS, atomic_write  # noqa: E402
 
-MODE_SHORT = {"background_only": "M1 background only", "highlighted_only": "M2 highlighted only", "highlighted_plus_target": "M3 highlighted + target", "": "no perturbation"}
+#: a plot title per mode (cells without a perturbation are plotted as one more)
+MODE_TITLES = {**MODE_LABELS, "": "no perturbation"}
 
 
 def _save(fig, path: Path) -> None:
@@ -36,7 +38,7 @@ def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
                 g = g.sort_values("t")
                 line = ax.plot(g["t"], g["mean"], marker="o", ms=3, label=f"{e} @ {l}", linestyle="-" if l == sorted(mb["layer"].unique())[0] else "--")
                 ax.fill_between(g["t"], g["ci_low"], g["ci_high"], alpha=0.12, color=line[0].get_color())
-            ax.set_title(f"{MODE_SHORT.get(mode, mode)} ({mb['direction'].iloc[0]} is better)", fontsize=9)
+            ax.set_title(f"{MODE_TITLES.get(mode, mode)} ({mb['direction'].iloc[0]} is better)", fontsize=9)
             ax.set_xlabel("threshold")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(metric)
@@ -89,7 +91,7 @@ def replicate_spread(per_replicate: pd.DataFrame, out_dir: Path, top: int = 10) 
     """With replicates, one PNG per metric: its ranking's top entries (best at the top), a dot
     per replicate's statistic and a bar at their mean, a panel per mode; so one sees whether
     the leader's lead is larger than what another training run moves it by."""
-    if per_replicate.empty or per_replicate.groupby(["fold", "seed"]).ngroups < 2:
+    if per_replicate.empty or per_replicate.groupby(REPLICATE_COLUMNS).ngroups < 2:
         return []
     paths = []
     for metric, block in per_replicate[per_replicate["metric"] != "sanity_rank_correlation"].groupby("metric"):
@@ -110,7 +112,7 @@ def replicate_spread(per_replicate: pd.DataFrame, out_dir: Path, top: int = 10) 
                 [(f"{m} / " if many else "") + (e or "(model)") + (f" @ {l}" if l else "") + (f" @ {t}" if t else "") for m, e, l, t in entries.index], fontsize=7
             )
             ax.invert_yaxis()
-            ax.set_title(f"{MODE_SHORT.get(mode, mode)} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+            ax.set_title(f"{MODE_TITLES.get(mode, mode)} ({'higher' if higher else 'lower'} is better)", fontsize=9)
             ax.set_xlabel(f"{metric}: dot = one replicate, bar = mean")
             ax.grid(alpha=0.3, axis="x")
         path = out_dir / f"replicates_{metric}.png"

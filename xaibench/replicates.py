@@ -164,8 +164,8 @@ class ReplicateData:
 def replicate_data(config, dataset, base_key: str) -> list[ReplicateData]:
     """The data of every replicate of ``config`` (``[dataset] split`` / ``n_images`` applied to
     the scored images; with folds, ``n_images`` limits each held-out fold)."""
-    from xaibench.config import _hash
     from xaibench.contracts import check_first_samples
+    from xaibench.hashing import stable_hash as _hash
 
     src, limit = config.source, config.n_images
     check_first_samples(dataset, config.dataset.name, tuple(dict.fromkeys(("train", config.split))), src)

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,9 +22,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xaibench.atomic import atomic_write as atomic_write
+from xaibench.atomic import atomic_write_text as atomic_write_text
 from xaibench.errors import UserError
 
-FIXED_COLUMNS = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric", "image_id", "value"]
+#: what names a cell (a row without its image and value)
+CELL_COLUMNS = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric"]
+FIXED_COLUMNS = CELL_COLUMNS + ["image_id", "value"]
 #: the replicate of a row: ``fold`` (text, empty without folds) and the training ``seed``
 REPLICATE_COLUMNS = ["fold", "seed"]
 #: a pooled metric's additive per-image counts (JSON object, ``{"fn":2,"fp":1,"tp":3}``); empty otherwise
@@ -36,7 +39,7 @@ SCHEMA = pa.schema(
     + [("value", pa.float64()), ("threshold_value", pa.float64()), ("direction", pa.string()), ("cell_key", pa.string())]
     + [("fold", pa.string()), ("seed", pa.int64()), (COUNTS, pa.string())]
 )
-OUTPUTS = ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json", "parts", "plots")
+OUTPUTS = ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json", "parts", "plots", ".parts.dropped")
 
 
 def encode_counts(counts: Mapping[str, float]) -> str:
@@ -52,25 +55,6 @@ def decode_counts(texts: Iterable[str]) -> tuple[list[str], np.ndarray]:
     if any(sorted(p) != names for p in parsed):
         raise UserError(f"the {COUNTS} of one cell have different names: {sorted({tuple(sorted(p)) for p in parsed})}")
     return names, np.array([[p[k] for k in names] for p in parsed], dtype=float).reshape(len(parsed), len(names))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 class ResultStore:
@@ -112,6 +96,24 @@ class ResultStore:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+
+    def drop_explainers(self, names: Iterable[str]) -> int:
+        """Remove the rows of these explainers (``--fresh-maps``), so that a resume computes
+        them again; returns how many went. Crash-safe: the kept rows are written to
+        ``results.parquet`` first (atomically), then ``parts/`` goes in one rename; until that
+        rename the parts are the table, after it ``results.parquet`` is (:meth:`read`)."""
+        df = self.read()
+        gone = df["explainer"].isin(list(names))
+        if not gone.any():
+            return 0
+        kept = pa.Table.from_pandas(df.loc[~gone, COLUMNS], schema=SCHEMA, preserve_index=False)
+        atomic_write(self.table, lambda tmp: pq.write_table(kept, tmp))
+        if self.parts.is_dir():
+            dropped = self.out / ".parts.dropped"
+            shutil.rmtree(dropped, ignore_errors=True)
+            os.replace(self.parts, dropped)
+            shutil.rmtree(dropped, ignore_errors=True)
+        return int(gone.sum())
 
     def _has_parts(self) -> bool:
         return self.parts.is_dir() and any(self.parts.glob("part-*.parquet"))

@@ -8,6 +8,7 @@ atomic parts; cells already there are skipped (resume).
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import platform
 import shutil
@@ -29,6 +30,7 @@ from xaibench.devices import cuda_precision, resolve_device
 from xaibench.errors import UserError
 from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
+from xaibench.modes import MODE_SHORT
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import console, progress_bar
 from xaibench.replicates import ReplicateData, fold_splits, replicate_data
@@ -64,6 +66,9 @@ class ModelPlan:
 
 class Plan:
     """Everything resolved from a config before any heavy work: plugins, parameters, cells."""
+
+    #: explainers whose cached maps the workers' engines do not read (``True``: all; ``--fresh``)
+    fresh_maps: bool | frozenset[str] = frozenset()
 
     def __init__(self, config: Config, registry: Registry, sanity: bool = False):
         src = config.source
@@ -160,6 +165,7 @@ def run_benchmark(
     out: str | Path | None = None,
     *,
     fresh: bool = False,
+    fresh_maps: Iterable[str] = (),
     device: str | None = None,
     sanity: bool = False,
     executor: str = "local",
@@ -167,12 +173,18 @@ def run_benchmark(
     extra_plugins: Iterable[object] = (),
     counter: PassCounter | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) a benchmark and return its tidy results."""
+    """Run (or resume) a benchmark and return its tidy results.
+
+    ``fresh``: start over, recomputing every map too (no cached map is read). ``fresh_maps``:
+    explainer names (or patterns): their maps, and those of composites built on them, are
+    computed again (and overwrite the cache) and their rows in the run directory are dropped;
+    the other rows stay."""
     t0 = time.perf_counter()
     registry = load_registry(extra_plugins)
     if executor not in ("local", "ray"):
         raise UserError(f"--executor {executor!r} is not one of 'local', 'ray'")
     p = plan(config, registry, sanity)
+    p.fresh_maps = True if fresh else _fresh_map_names(p, fresh_maps)
     dev = resolve_device(device or config.run.device)
 
     data = replicate_data(config, p.dataset, dataset_key(config))
@@ -193,6 +205,8 @@ def run_benchmark(
                     "use --fresh to start over or --out for a new directory"
                 )
             _check_params_unchanged(config, manifest)
+            if p.fresh_maps and p.fresh_maps is not True:
+                store.drop_explainers(p.fresh_maps)
             # written before any row, so an interrupted run is still recognised on resume
             store.write_json("manifest.json", _manifest(config, p, registry, dev, {}, counter, data, None))
             done = store.done()
@@ -223,6 +237,23 @@ def run_benchmark(
     if show_progress:
         _print_top(summary)
     return df
+
+
+def _fresh_map_names(p: Plan, patterns: Iterable[str]) -> frozenset[str]:
+    """The explainers ``--fresh-maps`` names (names or patterns such as ``"*grad*"``) and the
+    composites built on them: those whose maps are computed again."""
+    patterns = list(patterns)
+    known = sorted({n for mp in p.models for n in mp.explainers})
+    for pat in patterns:
+        if not fnmatch.filter(known, pat):
+            raise UserError(f"--fresh-maps: {pat!r} names no explainer of this benchmark; its explainers: {', '.join(known)}")
+    out: set[str] = set()
+    for mp in p.models:
+        def built_on(name: str, explainers=mp.explainers) -> bool:
+            return any(fnmatch.fnmatchcase(name, pat) for pat in patterns) or any(built_on(b) for b in getattr(explainers[name], "composes", ()))
+
+        out |= {n for n in mp.explainers if built_on(n)}
+    return frozenset(out)
 
 
 def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, counter: PassCounter, data: list[ReplicateData], rows: int | None) -> dict:
@@ -346,7 +377,6 @@ def _print_top(summary: pd.DataFrame) -> None:
     replicates it also gives the cell's spread across them and how often it is #1."""
     from rich.table import Table
 
-    short = {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
     reps = int(summary["replicates"].max()) if "replicates" in summary and len(summary) else 1
     header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"] + (["sd", "#1", "W"] if reps > 1 else [])
     rows = []
@@ -356,7 +386,7 @@ def _print_top(summary: pd.DataFrame) -> None:
             continue
         r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
         ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        row = [metric, short.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci]
+        row = [metric, MODE_SHORT.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci]
         if reps > 1:
             row += [
                 "–" if pd.isna(r["replicate_sd"]) else f"{r['replicate_sd']:.3f}",

@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from xaibench.results import COUNTS, decode_counts
+from xaibench.results import CELL_COLUMNS, COUNTS, REPLICATE_COLUMNS, decode_counts
 
 Aggregate = Callable[[np.ndarray], float]
 
-CELL = ["dataset", "model", "explainer", "layer", "threshold", "perturbation", "metric"]
-REPLICATE = ["fold", "seed"]
+CELL = CELL_COLUMNS
+REPLICATE = REPLICATE_COLUMNS
 
 
 def with_replicates(df: pd.DataFrame) -> pd.DataFrame:
@@ -285,7 +285,7 @@ def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     summary = summary.copy()
     summary["best"] = False
     summary["p_vs_best"] = np.nan
-    column = ["dataset", "model", "layer", "threshold", "perturbation", "metric"]
+    column = [c for c in CELL if c != "explainer"]
     values = values_by_cell(df)
     for _, idx in summary.groupby(column, dropna=False).groups.items():
         block = summary.loc[idx].dropna(subset=["mean"])

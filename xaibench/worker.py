@@ -17,11 +17,12 @@ import torch
 from xaibench import sanity as sanity_check
 from xaibench.cache import HeatmapCache, default_cache_dir, image_key
 from xaibench.capture import PassCounter
-from xaibench.config import Config, _hash
+from xaibench.config import Config
 from xaibench.contracts import check_sample
 from xaibench.evaluation import evaluate_batch
 from xaibench.explainers.fitting import FitContext, fit_explainers
 from xaibench.grid import Cell
+from xaibench.hashing import stable_hash
 from xaibench.heatmaps import BatchMaps, HeatmapEngine
 from xaibench.metrics.base import direction
 from xaibench.models.training import LoadContext
@@ -44,7 +45,7 @@ def target_spec(config: Config) -> TargetSpec:
 
 
 def dataset_key(config: Config) -> str:
-    return _hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
+    return stable_hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
 
 
 class BatchWorker:
@@ -74,6 +75,7 @@ class BatchWorker:
             cache=HeatmapCache(default_cache_dir() / "heatmaps"),
             counter=self.counter,
             fitted=self.fitted,
+            recompute=getattr(plan, "fresh_maps", ()),  # --fresh: all; --fresh-maps: those named
         )
         self.random_engine: HeatmapEngine | None = None
         self.mean = data.dataset.channel_mean() if run.fill == "mean" else None

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xaibench.perturb import PerturbationBatch, keep_mask, perturb
+from xaibench.perturb import MODES, PerturbationBatch, keep_mask, perturb
 
 from .conftest import RESULTS
 
 THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5]
-MODES = ["background_only", "highlighted_only", "highlighted_plus_target"]
 N_MAPS = 4  # explainer x layer pairs
 STORE: dict[str, torch.Tensor] = {}
 

@@ -7,10 +7,7 @@ the dataset's train split the first time it is used and caches the weights under
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from xaibench.atomic import atomic_write
 from xaibench.errors import UserError
+from xaibench.hashing import config_hash as config_hash  # public: xaibench.plugin re-exports it
 from xaibench.progress import progress_bar
 
 
@@ -34,21 +33,10 @@ class LoadContext:
     show_progress: bool = True
 
 
-def config_hash(**parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def save_atomic(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save(state, path)``, atomically (:func:`xaibench.atomic.atomic_write`: a crash
+    leaves the old file or the new one, never a torn checkpoint under ``path``)."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(module: nn.Module, path: str | Path) -> None:
