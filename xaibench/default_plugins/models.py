@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from xaibench.hookspecs import hookimpl
 from xaibench.models.smp_unet import SmpUnet
+from xaibench.models.timm_classifier import TimmClassifier
 
 
 @hookimpl
 def register_models(register):
     register(SmpUnet)
+    register(TimmClassifier)
