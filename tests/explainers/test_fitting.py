@@ -157,6 +157,11 @@ def test_check_explainer_fits_and_refits_from_the_cache():
 
 def test_ray_actors_load_the_fitted_networks_and_give_the_local_rows(two_folds):
     pytest.importorskip("ray")
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
     cfg, d, df, _ = two_folds
     remote = xaibench.run(cfg, d / "ray", show_progress=False, executor="ray", extra_plugins=[Plugin()])
     cols = ["cell_key", "image_id", "fold"]
