@@ -48,25 +48,7 @@ class Plugin:
         register(MeanImageDiff)
 
 
-CONFIG = """
-[benchmark]
-name = "fit"
-seed = 0
-
-[dataset]
-name = "rooftops"
-size = 64
-n_train = 6
-n_val = 0
-n_test = 4
-
-[model]
-name = "smp_unet"
-encoder_depth = 3
-decoder_channels = [16, 8, 4]
-epochs = 1
-batch_size = 8
-
+GRID = """
 [grid]
 explainers = ["mean_image_diff", "grad_cam"]
 layers = ["decoder1"]
@@ -80,11 +62,19 @@ batch_size = 4
 """
 
 
+def _config() -> str:
+    """The shared tiny benchmark (tests/conftest.py) with this module's grid and 2 folds."""
+    from tests.conftest import TINY_CONFIG
+
+    text = textwrap.dedent(TINY_CONFIG)
+    return text[: text.index("[grid]")].replace('name = "tiny"', 'name = "fit"') + GRID
+
+
 @pytest.fixture(scope="module")
 def two_folds(tmp_path_factory):
     d = tmp_path_factory.mktemp("fit")
     cfg = d / "fit.toml"
-    cfg.write_text(textwrap.dedent(CONFIG))
+    cfg.write_text(_config())
     MeanImageDiff.trainings.clear()
     df = xaibench.run(cfg, d / "out", show_progress=False, extra_plugins=[Plugin()])
     return cfg, d, df, list(MeanImageDiff.trainings)
