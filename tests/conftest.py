@@ -94,3 +94,23 @@ def _kill_9_after_parts(config, out, parts: int, poll: float = 0.02) -> None:
 def kill_9_after_parts():
     """``kill_9_after_parts(config, out, parts)``: a run killed with SIGKILL mid-way."""
     return _kill_9_after_parts
+
+
+@pytest.fixture
+def board_repo(tmp_path, monkeypatch):
+    """A repository with one committed leaderboard, made as the README says: benchmarks/tiny.toml,
+    leaderboard/tiny.md (``xaibench run`` + ``xaibench leaderboard``) and leaderboard/README.md
+    with its generated index. The working directory is the repository."""
+    from xaibench.cli import main
+    from xaibench.index import END, START
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "leaderboard").mkdir()
+    (repo / "benchmarks" / "tiny.toml").write_text(textwrap.dedent(TINY_CONFIG))
+    (repo / "leaderboard" / "README.md").write_text(f"# Leaderboards\n\n{START}\n{END}\n\nWhat they say, written by people.\n")
+    monkeypatch.chdir(repo)
+    assert main(["run", "benchmarks/tiny.toml", "--out", "runs/tiny", "--quiet"]) == 0
+    assert main(["leaderboard", "runs/tiny", "--output", "leaderboard/tiny.md", "--title", "xaibench leaderboard: tiny"]) == 0
+    assert main(["leaderboard", "--index"]) == 0
+    return repo

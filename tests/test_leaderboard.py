@@ -85,10 +85,10 @@ def _sources_spelling(pattern: str, home: str) -> list[str]:
 def test_perturbation_modes_and_their_labels_have_one_home():
     """Mode names and labels are spelled in xaibench/modes.py only; the config, the perturbations,
     the leaderboard, the plots and the closing table import them."""
-    from xaibench import config, contracts, leaderboard, modes, perturb, plots, runner
+    from xaibench import config, contracts, leaderboard, modes, perturb, plots, report
 
     assert config.PERTURBATIONS is perturb.MODES is contracts.PERTURBATIONS is modes.MODES
-    assert leaderboard.MODE_LABELS is modes.MODE_LABELS and leaderboard.MODE_SHORT is runner.MODE_SHORT is modes.MODE_SHORT
+    assert leaderboard.MODE_LABELS is modes.MODE_LABELS and leaderboard.MODE_SHORT is report.MODE_SHORT is modes.MODE_SHORT
     assert modes.MODE_SHORT == {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
     assert plots.MODE_TITLES == {**modes.MODE_LABELS, "": "no perturbation"}
     respelled = r"""M[123] (background|highlighted)|["']M[123]["']|["']background_only["']\s*,\s*["']highlighted_only["']"""

@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from xaibench.errors import UserError
+from xaibench.staleness import TOLERANCE
 
 KINDS = ("explainers", "metrics", "datasets", "models")
 
@@ -62,10 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config against the installed plugins without running it")
     val.add_argument("config", type=Path)
 
-    lb = sub.add_parser("leaderboard", help="(re)generate a markdown leaderboard from run directories")
-    lb.add_argument("run_dirs", type=Path, nargs="+")
+    lb = sub.add_parser(
+        "leaderboard",
+        help="make a markdown leaderboard from run directories, or check / regenerate the committed ones",
+        description=(
+            "xaibench leaderboard RUN_DIR... [--output FILE]: one leaderboard (several run directories of one benchmark rank together); "
+            "--check [FILE.md...]: regenerate committed leaderboards and compare (exit 1 with a diff when stale); "
+            "--all: regenerate the stale ones and the index; --index: regenerate DIR/README.md's index table."
+        ),
+    )
+    lb.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="run directories; with --check: leaderboard files (default: all in --dir)")
     lb.add_argument("--output", type=Path, default=None, help="markdown file (default: print to stdout)")
     lb.add_argument("--title", default=None)
+    mode = lb.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="regenerate and compare; change nothing (exit 0 up to date, 1 stale)")
+    mode.add_argument("--all", action="store_true", help="regenerate every committed leaderboard that is stale, with its plots, and the index")
+    lb.add_argument("--index", action="store_true", help="regenerate the index table in DIR/README.md (with --check: only check it)")
+    lb.add_argument("--only", nargs="+", default=[], metavar="NAME", help="with --check or --all: only DIR/NAME.md")
+    lb.add_argument("--dir", type=Path, default=Path("leaderboard"), help="the committed leaderboards (default: leaderboard)")
+    lb.add_argument("--runs", type=Path, default=None, help="keep the regenerated runs in RUNS/<run name> (replaced); default: a temporary folder")
+    lb.add_argument("--tolerance", type=float, default=None, help=f"largest difference of a decimal number that is not a change (default {TOLERANCE:g}; 0: exact text)")
+    lb.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -132,63 +150,69 @@ def _cmd_validate(args) -> int:
     return 0
 
 
-def _aggregates(names: set[str]) -> dict:
-    """The dataset statistics of the metrics in a results table that declare one (metrics no
-    longer installed fall back to the mean)."""
-    from xaibench.plugins import load_registry
-    from xaibench.stats import metric_aggregates
-
-    registry = load_registry()
-    known = {n: registry.get("metrics", n) for n in names if n in registry.names("metrics")}
-    return metric_aggregates(known)
-
-
-def _copy_plots(run_dir: Path, output: Path) -> list[str]:
-    """Copy the run's plots next to ``output`` (into ``<output stem>/``) so the leaderboard file
-    and its images can be committed together; returns their links relative to ``output``."""
-    import shutil
-
-    pngs = sorted((run_dir / "plots").glob("*.png"))
-    if not pngs:
-        return []
-    dest = output.resolve().parent / output.stem
-    dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("*.png"):
-        if old.name not in {p.name for p in pngs}:
-            old.unlink()
-    for png in pngs:
-        shutil.copyfile(png, dest / png.name)
-    return [f"{output.stem}/{png.name}" for png in pngs]
-
-
 def _cmd_leaderboard(args) -> int:
-    import pandas as pd
+    if args.check or args.all:
+        return _cmd_regenerate(args)
+    if args.only or args.runs or args.tolerance is not None:
+        raise UserError("--only, --runs and --tolerance go with --check or --all")
+    if args.index and not args.paths:
+        from xaibench import index
 
-    from xaibench import leaderboard
-    from xaibench.results import ResultStore, atomic_write_text
-    from xaibench.stats import replicate_statistics, summarize
+        changed = index.refresh(args.dir)
+        print(f"index: {args.dir / 'README.md'}" + ("" if changed else " (unchanged)"))
+        return 0
+    if not args.paths:
+        raise UserError("give run directories (xaibench leaderboard RUN_DIR... --output FILE), or --check, --all or --index")
+    from xaibench.publish import copy_plots, render_runs
+    from xaibench.results import atomic_write_text
 
-    frames = []
-    manifest = ResultStore(args.run_dirs[0]).read_manifest() or {}
-    seed = int(manifest.get("seed", 0))
-    for d in args.run_dirs:
-        table = d / "results.parquet"
-        if not table.exists():
-            raise UserError(f"{str(d)!r} is not a run directory: {table} does not exist")
-        frames.append(ResultStore(d).read())
-    df = pd.concat(frames, ignore_index=True)
-    aggregates = _aggregates(set(df["metric"]))
-    per_replicate = replicate_statistics(df, aggregates)
-    summary = summarize(df, seed, aggregates, per_replicate)
-    title = args.title or ("xaibench leaderboard: " + ", ".join(d.name for d in args.run_dirs))
-    plots = _copy_plots(args.run_dirs[0], args.output) if len(args.run_dirs) == 1 and args.output is not None else []
-    text = leaderboard.render(df, summary, title, seed, plots, per_replicate)
-    if args.output:
-        atomic_write_text(args.output, text)
-        print(f"leaderboard: {args.output}")
-    else:
+    text = render_runs(args.paths, args.output, args.title)
+    if args.output is None:
         sys.stdout.write(text)
+        return 0
+    atomic_write_text(args.output, text)
+    if len(args.paths) == 1:
+        copy_plots(args.paths[0], args.output)
+    print(f"leaderboard: {args.output}")
     return 0
+
+
+def _cmd_regenerate(args) -> int:
+    """``--check`` and ``--all``: regenerate committed leaderboards; 1 if any was stale (``--check``)."""
+    from xaibench import index, regenerate
+
+    if args.output or args.title:
+        raise UserError("--output and --title go with run directories, not with --check or --all")
+    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+    if tolerance < 0:
+        raise UserError(f"--tolerance {tolerance:g} is negative")
+    if args.all and args.paths:
+        raise UserError("--all regenerates every leaderboard in --dir; name some with --only NAME, not as paths")
+    if args.check and args.index:
+        if args.paths or args.only:
+            raise UserError("--check --index checks only the index; leave out the leaderboard files")
+        stale = index.refresh(args.dir, write=False)
+        print(f"index: {args.dir / 'README.md'}: " + ("stale: regenerate it with `xaibench leaderboard --index`" if stale else "up to date"))
+        return int(stale)
+    files = args.paths or regenerate.select(args.dir, args.only)
+    for f in files:
+        regenerate.source(f)  # every file's benchmark is found before the first (long) run
+    stale = 0
+    with regenerate.runs_folder(args.runs) as runs:
+        for f in files:
+            outcome = regenerate.check(f, runs, tolerance, show_progress=not args.quiet)
+            print(outcome.comparison.report(str(f), tolerance) + f" [{outcome.seconds:.0f} s]", flush=True)
+            if outcome.comparison.stale and args.all:
+                regenerate.write(outcome)
+                print(f"  regenerated {f}")
+            stale += outcome.comparison.stale
+    if args.all:
+        print(f"index: {args.dir / 'README.md'}" + ("" if index.refresh(args.dir) else " (unchanged)"))
+        return 0
+    if not args.paths and not args.only and index.refresh(args.dir, write=False):
+        print(f"index: {args.dir / 'README.md'}: stale: regenerate it with `xaibench leaderboard --index`")
+        stale += 1
+    return 1 if stale else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench import leaderboard, plots
+from xaibench import leaderboard, plots, provenance, report
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
@@ -30,12 +30,10 @@ from xaibench.devices import cuda_precision, resolve_device
 from xaibench.errors import UserError
 from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
-from xaibench.modes import MODE_SHORT
 from xaibench.plugins import Registry, load_registry
-from xaibench.progress import console, progress_bar
+from xaibench.progress import progress_bar
 from xaibench.replicates import ReplicateData, fold_splits, replicate_data
 from xaibench.results import ResultStore, atomic_write_text
-from xaibench.stability import times_first
 from xaibench.stats import metric_aggregates, replicate_statistics, summarize
 from xaibench.worker import dataset_key
 
@@ -225,17 +223,20 @@ def run_benchmark(
             rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]
             if (out_dir / "plots" / "gallery.png").exists():
                 rel.append("plots/gallery.png")
-            atomic_write_text(out_dir / "leaderboard.md", leaderboard.render(df, summary, f"{config.name} leaderboard", config.seed, rel, per_replicate))
             timings["summary_s"] = time.perf_counter() - t1
             timings["total_s"] = time.perf_counter() - t0
-            store.write_json("manifest.json", _manifest(config, p, registry, dev, timings, counter, data, len(df)))
+            manifest = _manifest(config, p, registry, dev, timings, counter, data, len(df))
+            board, title = out_dir / "leaderboard.md", f"{config.name} leaderboard"
+            footer = provenance.render(provenance.Provenance(title, [provenance.run_facts(out_dir, manifest, board)]), board)
+            atomic_write_text(board, leaderboard.render(df, summary, title, config.seed, rel, per_replicate) + "\n" + footer)
+            store.write_json("manifest.json", manifest)
     except UserError:
         if created and not store.has_results():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    _warn_empty_metrics(summary)
+    report.warn_empty_metrics(summary)
     if show_progress:
-        _print_top(summary)
+        report.print_top(summary)
     return df
 
 
@@ -353,56 +354,3 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
                 extras = {f"{name}:\n{getattr(e, 'gallery_title', 'its image')}": e.gallery_image(images) for name, e in worker.explainers.items() if callable(getattr(e, "gallery_image", None))}
                 plots.gallery(images, torch.stack([s.mask for s in batch]), named, gallery, extras=extras)
             bar.update(task, advance=len(unit.sample_indices))
-
-
-def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
-    """Metrics with no value on any image in every one of their cells: metric -> cells."""
-    by = summary.groupby("metric")["n"]
-    return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
-
-
-def _warn_empty_metrics(summary: pd.DataFrame) -> None:
-    """A metric that is NaN on every image would vanish from the tables without a word: say so."""
-    for metric, cells in empty_metrics(summary).items():
-        console.print(
-            f"warning: metric {metric!r} has no value (NaN) on any image in its {cells} cells, so no table ranks it; "
-            "check its parameters (e.g. images = 'with_object' on data without objects) or the metric itself",
-            markup=False, highlight=False, soft_wrap=True,
-        )
-
-
-def _print_top(summary: pd.DataFrame) -> None:
-    """A closing table: the best cell of each metric (and perturbation mode). Columns that say
-    nothing (no mode, one model) are left out; long names fold, the numbers never do. With
-    replicates it also gives the cell's spread across them and how often it is #1."""
-    from rich.table import Table
-
-    reps = int(summary["replicates"].max()) if "replicates" in summary and len(summary) else 1
-    header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"] + (["sd", "#1", "W"] if reps > 1 else [])
-    rows = []
-    for (metric, pert), block in summary.groupby(["metric", "perturbation"], sort=True, dropna=False):
-        block = block.dropna(subset=["mean"])
-        if block.empty:
-            continue
-        r = block.sort_values("mean", ascending=block["direction"].iloc[0] != "higher").iloc[0]
-        ci = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        row = [metric, MODE_SHORT.get(pert, pert or "–"), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci]
-        if reps > 1:
-            row += [
-                "–" if pd.isna(r["replicate_sd"]) else f"{r['replicate_sd']:.3f}",
-                times_first(r["top1_share"], r["replicates"]),
-                "–" if pd.isna(r["ranking_w"]) else f"{r['ranking_w']:.2f}",
-            ]
-        rows.append(row)
-    keep = [
-        i for i, name in enumerate(header)
-        if not (name == "model" and summary["model"].nunique() < 2)  # one model: its name is in the header already
-        and not (name in ("mode", "thr") and all(row[i] == "–" for row in rows))
-    ]
-    title = "best cell per metric (full ranking in leaderboard.md)" + (f"; sd across the {reps} replicates, times #1, Kendall's W of the ranking" if reps > 1 else "")
-    table = Table(title=title)
-    for i in keep:
-        table.add_column(header[i], no_wrap=header[i] in ("mode", "thr", "mean [95% CI]", "sd", "#1", "W"), overflow="fold")
-    for row in rows:
-        table.add_row(*(row[i] for i in keep))
-    console.print(table)
