@@ -93,6 +93,7 @@ def test_run_then_leaderboard_regenerates_it(tiny_config, tmp_path, capsys):
     # the same tables as the run's own leaderboard; the provenance links the config from where each file is
     assert tables(provenance.body(text)) == tables(provenance.body((out / "leaderboard.md").read_text()))
     assert provenance.read(text).runs[0].config == "tiny.toml"
+    assert provenance.read((out / "leaderboard.md").read_text()).runs[0].config == "../tiny.toml"
     # the plots travel with the leaderboard file, linked relatively, so both can be committed
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs and sorted(p.name for p in (tmp_path / "board").glob("*.png")) == pngs

@@ -34,6 +34,9 @@ def test_merged_runs_rank_together_with_their_run_on_every_row(two_runs, tmp_pat
     assert "| ours/smp_unet | grad_cam |" in ranking and "| theirs/smp_unet | x_grad_cam |" in ranking
     prov = provenance.read(text)
     assert [r.name for r in prov.runs] == ["ours", "theirs"] and all(r.config_hash for r in prov.runs)
+    # its provenance is enough to check it: both runs are made again and merged the same way
+    assert main(["leaderboard", "--check", str(out), "--runs", str(tmp_path / "again"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["ours", "theirs"]
 
 
 @pytest.mark.slow

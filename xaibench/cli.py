@@ -195,6 +195,8 @@ def _cmd_regenerate(args) -> int:
         print(f"index: {args.dir / 'README.md'}: " + ("stale: regenerate it with `xaibench leaderboard --index`" if stale else "up to date"))
         return int(stale)
     files = args.paths or regenerate.select(args.dir, args.only)
+    if args.all:
+        index.refresh(args.dir, write=False)  # a README without index markers fails now, not after the runs
     for f in files:
         regenerate.source(f)  # every file's benchmark is found before the first (long) run
     stale = 0
