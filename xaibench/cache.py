@@ -1,14 +1,19 @@
 """Heatmap cache: in memory and on disk, keyed by content.
 
-A key hashes the model's weights, the image's content, the layer, the explainer and its
-parameters, and the target; so a re-run that only adds thresholds or metrics finds every map.
+A key hashes everything a map depends on: the model's weights, the image's content and (where
+the engine is given one) its ground-truth mask, the layer, the explainer's name, class,
+parameters, ``version`` and code (:func:`code_fingerprint`: its source files and its bases'),
+the engine's own code, and the target; so a re-run that only adds thresholds or metrics finds
+every map, and a fixed explainer, a relabelled image or another target never gets an old one.
 Disk entries are written atomically (:func:`xaibench.atomic.atomic_write`: temporary file,
 fsync, rename).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import os
 from pathlib import Path
 
@@ -28,6 +33,25 @@ def image_key(image: torch.Tensor) -> str:
     h = hashlib.sha1(arr.tobytes())
     h.update(str(arr.shape).encode())
     return h.hexdigest()
+
+
+@functools.cache
+def code_fingerprint(*objects: object) -> str:
+    """A hash of the source files that define ``objects`` (classes, with their bases, or
+    modules); objects without a source file (built-ins, classes made in a REPL) add nothing."""
+    paths: list[str] = []
+    for obj in objects:
+        for part in obj.__mro__ if isinstance(obj, type) else (obj,):
+            try:
+                path = inspect.getsourcefile(part)
+            except TypeError:  # built-in
+                continue
+            if path and os.path.isfile(path) and path not in paths:
+                paths.append(path)
+    h = hashlib.sha1()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def heatmap_key(model_id: str, image: str, layer: str, explainer: str, params: str, target: str) -> str:
