@@ -127,3 +127,62 @@ def test_images_with_the_same_pixels_and_other_masks_keep_their_own_maps(tiny_un
     assert not torch.allclose(first[0], first[1])
     again = engine().run(images, [LAYER], ground_truth=gt).maps[("grad_cam", LAYER)]
     assert torch.equal(first, again)
+
+
+def _entries(root):
+    return sorted(root.rglob("*.npz"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage bytes", "wrong shape", "not finite", "checksum", "float64"],
+)
+def test_a_damaged_entry_is_computed_again_rewritten_and_reported_once(tiny_unet, tiny_images, tmp_path, capsys, damage):
+    import hashlib
+
+    import numpy as np
+
+    loaded = LoadedModel(tiny_unet, "binary", {"decoder1": LAYER})
+    run = lambda: HeatmapEngine(loaded, {"grad_cam": X.GradCAM()}, cache=HeatmapCache(tmp_path)).run(tiny_images, [LAYER])  # noqa: E731
+    first = run().maps[("grad_cam", LAYER)]
+    entries = _entries(tmp_path)
+    assert len(entries) == 3
+    for path in entries[:2]:
+        arr = np.load(path)["map"]
+        bad = {
+            "wrong shape": arr[:16],
+            "not finite": np.full_like(arr, np.nan),
+            "checksum": arr * 0.5,
+            "float64": arr.astype(np.float64),
+        }.get(damage)
+        if bad is None:
+            path.write_bytes(b"\x00garbage")
+            continue
+        sha = hashlib.sha1(bad.tobytes()).digest() if damage != "checksum" else hashlib.sha1(arr.tobytes()).digest()
+        with open(path, "wb") as f:
+            np.savez(f, map=bad, sha1=np.frombuffer(sha, dtype=np.uint8))
+    capsys.readouterr()
+    engine = HeatmapEngine(loaded, {"grad_cam": X.GradCAM()}, cache=HeatmapCache(tmp_path))
+    again = engine.run(tiny_images, [LAYER]).maps[("grad_cam", LAYER)]
+    assert torch.equal(again, first) and engine.computed == [("grad_cam", LAYER)] and engine.cache.rejected == 2
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert out.count("warning: cached map") == 1  # once, not per entry
+    third = HeatmapEngine(loaded, {"grad_cam": X.GradCAM()}, cache=HeatmapCache(tmp_path))
+    third.run(tiny_images, [LAYER])
+    assert third.computed == [] and third.cache.rejected == 0  # rewritten
+
+
+def test_an_unwritable_cache_warns_once_and_the_run_goes_on(tiny_unet, tiny_images, tmp_path, monkeypatch, capsys):
+    import xaibench.cache as cache_module
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "atomic_write", full)
+    loaded = LoadedModel(tiny_unet, "binary", {"decoder1": LAYER})
+    engine = HeatmapEngine(loaded, {"grad_cam": X.GradCAM(), "eigen_cam": X.EigenCAM()}, cache=HeatmapCache(tmp_path))
+    out = engine.run(tiny_images, [LAYER])
+    assert len(out.maps) == 2 and _entries(tmp_path) == []
+    text = capsys.readouterr()
+    assert (text.out + text.err).count("cannot write the heatmap cache") == 1 and "No space left on device" in text.out + text.err

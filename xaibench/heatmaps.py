@@ -133,10 +133,10 @@ class HeatmapEngine:
             return True
         return any(self._recomputes(b) for b in getattr(self.explainers[name], "composes", ()))
 
-    def _cached(self, pair: Pair, key: str) -> torch.Tensor | None:
+    def _cached(self, pair: Pair, key: str, size: tuple[int, ...]) -> torch.Tensor | None:
         if key not in self._stored and self._recomputes(pair[0]):
             return None  # written before this engine: computed again
-        return self.cache.get(key)
+        return self.cache.get(key, tuple(size))
 
     def _key(self, pair: Pair, img_key: str, target_key: str) -> str:
         name, layer = pair
@@ -187,7 +187,7 @@ class HeatmapEngine:
         maps: dict[Pair, torch.Tensor] = {}
         missing: list[Pair] = []
         for pair in plan:
-            got = [self._cached(pair, self._key(pair, k, target_key)) for k in cache_keys]
+            got = [self._cached(pair, self._key(pair, k, target_key), size) for k in cache_keys]
             if all(g is not None for g in got):
                 maps[pair] = torch.stack(got).to(device)
             else:

@@ -108,7 +108,7 @@ class BatchWorker:
         ids = [s.image_id for s in samples]
         labels = None if any(s.label is None for s in samples) else torch.tensor([s.label for s in samples], device=dev)
         pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing if c.explainer))  # model-level cells need no map
-        computed, hits = len(self.engine.computed), self.engine.cache.hits
+        computed, hits, rejected = len(self.engine.computed), self.engine.cache.hits, self.engine.cache.rejected
         t1 = time.perf_counter()
         maps = self.engine.run(images, list(paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
         t2 = time.perf_counter()
@@ -121,6 +121,7 @@ class BatchWorker:
             "metrics_s": time.perf_counter() - t2,
             "heatmaps_computed": len(self.engine.computed) - computed,  # counts for this batch only: the runner sums them
             "heatmap_cache_hits": self.engine.cache.hits - hits,
+            "heatmap_cache_rejected": self.engine.cache.rejected - rejected,  # entries on disk that failed their checks
         }
         return BatchResult(self._rows(scored, ids, done), maps, timings)
 
