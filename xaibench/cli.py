@@ -215,9 +215,37 @@ def _cmd_regenerate(args) -> int:
     return 1 if stale else 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _io_error(exc: OSError) -> str:
+    """One line for a failed read or write: what, where, and what to do."""
+    import errno
+
+    where = f" on {str(exc.filename)!r}" if exc.filename else ""
+    todo = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space",
+        errno.EACCES: "make it writable (or choose another --out / XAIBENCH_CACHE)",
+        errno.EPERM: "make it writable (or choose another --out / XAIBENCH_CACHE)",
+        errno.EROFS: "choose a writable place (--out / XAIBENCH_CACHE)",
+    }.get(exc.errno, "check the path")
+    return f"{exc.strerror or exc}{where}; {todo}, then rerun the same command (what was written is kept and resumes)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
     commands = {"run": _cmd_run, "list": _cmd_list, "validate": _cmd_validate, "leaderboard": _cmd_leaderboard}
+    in_main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         return commands[args.command](args)
     except UserError as exc:
@@ -225,9 +253,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a crash
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_io_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -218,8 +218,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     b = _Reader(source, data["benchmark"], "benchmark")
     name = b.get("name", str)
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise b.fail("name", f"{name!r} must be a non-empty file-name-safe string")
+    if not name or any(c in name for c in "/\\") or name.startswith(".") or any(not c.isprintable() for c in name):
+        raise b.fail("name", f"{name!r} must be a non-empty file-name-safe string (no slashes, leading dot, newlines or other control characters)")
     seed = b.get("seed", int, 0)
     description = b.get("description", str, "")
     b.no_rest(("name", "seed", "description"))
@@ -321,6 +321,8 @@ def _seeds(r: _Reader) -> tuple[int, ...]:
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {str(path)!r} is a directory; give the path of a .toml file (e.g. {str(path / 'NAME.toml')!r})")
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
     try:
@@ -362,7 +364,8 @@ def check_plugin_params(cls: type, params: dict[str, Any], where: str, seed: int
     except Exception:
         hints = {}
     accepted = {n: p for n, p in list(sig.parameters.items())[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    # a class without a constructor of its own takes no parameters (object's signature says **kwargs)
+    takes_any = cls.__init__ is not object.__init__ and any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     for key, value in params.items():
         if key not in accepted:
             if takes_any:

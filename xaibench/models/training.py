@@ -119,5 +119,13 @@ def train_or_load(
             text = " ".join(f"{k}={v / max(n, 1):.4f}" for k, v in logs.items())
             bar.update(task, advance=1, description=f"training {title} epoch {epoch + 1}/{epochs} {text}")
     module.eval()
-    save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
+    try:
+        save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
+    except OSError as exc:  # a full or read-only cache costs the next run a training, not this run
+        from xaibench.progress import console
+
+        console.print(
+            f"warning: cannot cache the trained model at {cache_path} ({exc.strerror or exc}); going on with it in memory "
+            "(the next run trains it again)", markup=False, highlight=False, soft_wrap=True,
+        )
     return module
