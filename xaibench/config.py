@@ -11,7 +11,7 @@ Layout::
     [model]      name, + the model plugin's parameters
     [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
-    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, sanity,
+    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, non_finite, sanity,
                  folds, seeds (replicates: K-fold cross-validation, training seeds) (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
 """
@@ -78,6 +78,7 @@ class RunOptions:
     tf32: bool = False  #: let CUDA convolutions and matmuls use TF32 (faster, ~1e-3 relative error)
     folds: int = 0  #: K-fold cross-validation over the dataset's fold pool; 0 = no folds
     seeds: tuple[int, ...] = ()  #: train every model once per seed; () = once, with [benchmark] seed
+    non_finite: str = "warn"  #: a model output or map with NaN/inf: "warn" (its rows are NaN, unranked) or "error"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class Config:
         for m in d["models"]:  # written only where given, so configs without it hash as before
             if not m["thresholds"]:
                 m.pop("thresholds")
+        if d["run"]["non_finite"] == "warn":  # likewise
+            d["run"].pop("non_finite")
         return d
 
     def hash(self) -> str:
@@ -273,6 +276,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         sanity=r.get("sanity", bool, False),
         class_id=r.get("class_id", int, -1),
         tf32=r.get("tf32", bool, False),
+        non_finite=r.get("non_finite", str, "warn", ("warn", "error")),
         folds=r.get("folds", int, 0),
         seeds=_seeds(r),
     )
@@ -284,7 +288,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         raise r.fail("folds", f"{run.folds} is not allowed; give K >= 2 folds, or 0 (the default) for none")
     if run.folds and "split" in data["dataset"]:
         raise d.fail("split", "is not used with run.folds (each fold is scored on its held-out images); remove it")
-    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32", "folds", "seeds"))
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32", "non_finite", "folds", "seeds"))
 
     params = {}
     for section in ("explainer_params", "metric_params"):
