@@ -15,6 +15,10 @@ def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
     return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
 
 
+def warn(text: str) -> None:
+    console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def warn_empty_metrics(summary: pd.DataFrame) -> None:
     """A metric that is NaN on every image would vanish from the tables without a word: say so."""
     for metric, cells in empty_metrics(summary).items():

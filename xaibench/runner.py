@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench import leaderboard, plots, provenance, report
+from xaibench import budget, leaderboard, plots, provenance, report
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
@@ -186,6 +186,7 @@ def run_benchmark(
     dev = resolve_device(device or config.run.device)
 
     data = replicate_data(config, p.dataset, dataset_key(config))
+    budget.check_plan(p, [s for d in data for s in d.samples], report.warn)
 
     out_dir = Path(out) if out is not None else Path("runs") / config.name
     store = ResultStore(out_dir, default_seed=config.seed)
