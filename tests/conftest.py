@@ -76,18 +76,19 @@ def tiny_config(tmp_path):
     return path
 
 
-def _kill_9_after_parts(config, out, parts: int, poll: float = 0.02) -> None:
-    """Run ``xaibench run CONFIG --out OUT`` in a child process and SIGKILL it once ``parts``
-    result parts are on disk (or after 240 s)."""
+def _kill_9_after_parts(config, out, parts: int, poll: float = 0.02, sig: int = signal.SIGKILL) -> tuple[int, str]:
+    """Run ``xaibench run CONFIG --out OUT`` in a child process and send it ``sig`` (SIGKILL)
+    once ``parts`` result parts are on disk (or after 240 s); returns its exit status and stderr."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "xaibench.cli", "run", str(config), "--out", str(out), "--quiet"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "xaibench.cli", "run", str(config), "--out", str(out), "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(list((out / "parts").glob("part-*.parquet")) if (out / "parts").exists() else []) < parts:
             time.sleep(poll)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
     finally:
-        proc.wait()
+        _, err = proc.communicate()
+    return proc.returncode, err
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from xaibench import provenance
@@ -112,3 +113,57 @@ def test_a_mistyped_config_path_is_reported_before_torch_is_imported(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert r.stdout.strip() == "False 2" and r.stderr.startswith("error: config file")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tiny_config, tmp_path, kill_9_after_parts):
+    import signal
+
+    out = tmp_path / "run"
+    rc, err = kill_9_after_parts(tiny_config, out, parts=1, sig=signal.SIGTERM)
+    assert rc == 143 and err.strip().splitlines()[-1] == "error: interrupted; rerun the same command to resume", err
+    assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_run_directory_is_one_error_line_and_the_run_resumes(tiny_config, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import xaibench.results
+
+    written = []
+    real = xaibench.results.atomic_write
+
+    def fills_up(path, write):
+        if len(written) == 1:  # the first part fits, the second does not
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        real(path, write)
+
+    monkeypatch.setattr(xaibench.results, "atomic_write", fills_up)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: No space left on device on ") and "free some space" in err, err
+    assert "Traceback" not in err
+    monkeypatch.setattr(xaibench.results, "atomic_write", real)
+    rows = len(pd.read_parquet(out / "parts"))  # what was written is readable
+    assert rows > 0
+    assert main(["run", str(tiny_config), "--out", str(out), "--quiet"]) == 0
+
+
+@pytest.mark.slow
+def test_an_unwritable_model_cache_warns_and_the_run_goes_on(tiny_config, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import xaibench.models.training as training
+
+    def read_only(state, path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setenv("XAIBENCH_CACHE", str(tmp_path / "cache"))  # no model cached yet: it is trained
+    monkeypatch.setattr(training, "save_atomic", read_only)
+    assert main(["run", str(tiny_config), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: cannot cache the trained model at" in captured.out + captured.err and "Read-only file system" in captured.out + captured.err

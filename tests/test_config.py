@@ -55,6 +55,8 @@ def test_threshold_sweep_adds_evenly_spaced_thresholds():
         ({"benchmark__seed": "zero"}, ["benchmark.seed", "expected int"]),
         ({"grid__colour": 1}, ["grid.colour", "unknown key", "explainers"]),
         ({"dataset__split": "holdout"}, ["dataset.split", "'holdout'", "'test'"]),
+        ({"benchmark__name": "two\nlines"}, ["benchmark.name", "newlines"]),  # would make a directory with a newline
+        ({"benchmark__name": "nul\x00byte"}, ["benchmark.name", "control characters"]),
     ],
 )
 def test_errors_name_file_key_and_allowed_values(changes, words):
@@ -222,3 +224,15 @@ def test_hashes_are_the_values_they_always_were():
     assert config_hash(a=1, path=PurePosixPath("/x")) == "7c994f2c7c692012"  # default=str
     assert public_config_hash is config_hash is hashing.config_hash
     assert hashing.stable_hash({"a": 1, "path": PurePosixPath("/x")}) == "7c994f2c7c692012"
+
+
+def test_a_config_path_that_is_a_directory_says_so(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_an_explainer_without_parameters_names_the_keys_it_takes():
+    from xaibench.default_plugins.explainers import GradCAM
+
+    with pytest.raises(UserError, match=r"unknown key 'topk' for 'grad_cam'; allowed keys: \(none\)"):
+        check_plugin_params(GradCAM, {"topk": 3}, "x.toml: [explainer_params.grad_cam]")

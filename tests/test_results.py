@@ -155,3 +155,21 @@ def test_every_atomic_write_fsyncs_before_the_rename(tmp_path, monkeypatch):
     assert len(synced) == 4  # the part and results.parquet
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
+
+
+def test_a_damaged_part_is_moved_aside_with_a_warning_and_its_rows_are_missing_for_resume(tmp_path, capsys):
+    store = ResultStore(tmp_path)
+    store.append(_rows(3, "a"))
+    store.append(_rows(2, "b"))
+    damaged = sorted((tmp_path / "parts").glob("part-*.parquet"))[1]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # truncated after it was written
+    capsys.readouterr()
+    df = store.read()
+    assert sorted(df["cell_key"].unique()) == ["a"] and len(df) == 3  # the other rows are all there
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert f"warning: unreadable result part {damaged}" in text and "computed again when the run is resumed" in text
+    assert not damaged.exists() and (tmp_path / ".parts.corrupt" / damaged.name).is_file()
+    assert {k for k, *_ in store.done()} == {"a"}  # so a resume computes b's rows again
+    store.clear()
+    assert not (tmp_path / ".parts.corrupt").exists()  # --fresh clears it too

@@ -136,6 +136,10 @@ def _cmd_validate(args) -> int:
     p = plan(config)
     splits = tuple(p.dataset.fold_splits) if config.run.folds else (config.split,)
     check_first_samples(p.dataset, config.dataset.name, tuple(dict.fromkeys(("train", *splits))), config.source)  # one real sample of each
+    from xaibench import budget
+
+    scored = [s for split in splits for s in p.dataset.split(split)]
+    budget.check_plan(p, scored[: config.n_images] if config.n_images and not config.run.folds else scored, lambda text: print(f"warning: {text}", file=sys.stderr))
     run = config.run
     where = f"{config.dataset.name}/{'+'.join(p.dataset.fold_splits)} in {run.folds} folds" if run.folds else f"{config.dataset.name}/{config.split}"
     parts = ([f"{run.folds} folds"] if run.folds else []) + ([f"{len(run.seeds)} seeds"] if run.seeds else [])
@@ -217,9 +221,37 @@ def _cmd_regenerate(args) -> int:
     return 1 if stale else 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _io_error(exc: OSError) -> str:
+    """One line for a failed read or write: what, where, and what to do."""
+    import errno
+
+    where = f" on {str(exc.filename)!r}" if exc.filename else ""
+    todo = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space",
+        errno.EACCES: "make it writable (or choose another --out / XAIBENCH_CACHE)",
+        errno.EPERM: "make it writable (or choose another --out / XAIBENCH_CACHE)",
+        errno.EROFS: "choose a writable place (--out / XAIBENCH_CACHE)",
+    }.get(exc.errno, "check the path")
+    return f"{exc.strerror or exc}{where}; {todo}, then rerun the same command (what was written is kept and resumes)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
     commands = {"run": _cmd_run, "list": _cmd_list, "validate": _cmd_validate, "leaderboard": _cmd_leaderboard}
+    in_main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         return commands[args.command](args)
     except UserError as exc:
@@ -227,9 +259,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as exc:  # a full disk, a read-only folder: the user's to fix, not a crash
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_io_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Layout::
     [model]      name, + the model plugin's parameters
     [[models]]   instead of [model], several: name, label, explainers, layers, + parameters
     [grid]       explainers, layers, thresholds | threshold_sweep, perturbations, metrics
-    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, sanity,
+    [run]        batch_size, chunk_size, fill, target, class_id, device, tf32, non_finite, sanity,
                  folds, seeds (replicates: K-fold cross-validation, training seeds) (all optional)
     [explainer_params.NAME] / [metric_params.NAME]                 (optional)
 """
@@ -78,6 +78,7 @@ class RunOptions:
     tf32: bool = False  #: let CUDA convolutions and matmuls use TF32 (faster, ~1e-3 relative error)
     folds: int = 0  #: K-fold cross-validation over the dataset's fold pool; 0 = no folds
     seeds: tuple[int, ...] = ()  #: train every model once per seed; () = once, with [benchmark] seed
+    non_finite: str = "warn"  #: a model output or map with NaN/inf: "warn" (its rows are NaN, unranked) or "error"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class Config:
         for m in d["models"]:  # written only where given, so configs without it hash as before
             if not m["thresholds"]:
                 m.pop("thresholds")
+        if d["run"]["non_finite"] == "warn":  # likewise
+            d["run"].pop("non_finite")
         return d
 
     def hash(self) -> str:
@@ -218,8 +221,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     b = _Reader(source, data["benchmark"], "benchmark")
     name = b.get("name", str)
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise b.fail("name", f"{name!r} must be a non-empty file-name-safe string")
+    if not name or any(c in name for c in "/\\") or name.startswith(".") or any(not c.isprintable() for c in name):
+        raise b.fail("name", f"{name!r} must be a non-empty file-name-safe string (no slashes, leading dot, newlines or other control characters)")
     seed = b.get("seed", int, 0)
     description = b.get("description", str, "")
     b.no_rest(("name", "seed", "description"))
@@ -273,6 +276,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         sanity=r.get("sanity", bool, False),
         class_id=r.get("class_id", int, -1),
         tf32=r.get("tf32", bool, False),
+        non_finite=r.get("non_finite", str, "warn", ("warn", "error")),
         folds=r.get("folds", int, 0),
         seeds=_seeds(r),
     )
@@ -284,7 +288,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         raise r.fail("folds", f"{run.folds} is not allowed; give K >= 2 folds, or 0 (the default) for none")
     if run.folds and "split" in data["dataset"]:
         raise d.fail("split", "is not used with run.folds (each fold is scored on its held-out images); remove it")
-    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32", "folds", "seeds"))
+    r.no_rest(("batch_size", "chunk_size", "fill", "target", "device", "sanity", "class_id", "tf32", "non_finite", "folds", "seeds"))
 
     params = {}
     for section in ("explainer_params", "metric_params"):
@@ -321,6 +325,8 @@ def _seeds(r: _Reader) -> tuple[int, ...]:
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {str(path)!r} is a directory; give the path of a .toml file (e.g. {str(path / 'NAME.toml')!r})")
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
     try:
@@ -362,7 +368,8 @@ def check_plugin_params(cls: type, params: dict[str, Any], where: str, seed: int
     except Exception:
         hints = {}
     accepted = {n: p for n, p in list(sig.parameters.items())[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    # a class without a constructor of its own takes no parameters (object's signature says **kwargs)
+    takes_any = cls.__init__ is not object.__init__ and any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     for key, value in params.items():
         if key not in accepted:
             if takes_any:

@@ -48,6 +48,9 @@ def run_local(plan, units: list[Unit], data: list, done: set, device: torch.devi
         yield unit, worker.process(batch, [cells[k] for k in unit.cell_keys], done), worker
 
 
+RETRIES = 3  #: restarts of a dead Ray actor, and retries of the unit it was working on
+
+
 def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
     try:
         import ray
@@ -68,7 +71,9 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
             ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, runtime_env=env)
         started = True
     try:
-        Actor = ray.remote(num_cpus=1)(_RayWorker)
+        # a dead actor (killed, out of memory) is restarted and its unfinished units are retried;
+        # what the other actors finished is already in the run directory
+        Actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_RayWorker)
         n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
         actors = [Actor.remote(plan, data) for _ in range(n_actors)]
         pending = {}
@@ -81,7 +86,13 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
-            result, passes = ray.get(ready[0])
+            try:
+                result, passes = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:
+                raise UserError(
+                    f"a Ray worker died {RETRIES + 1} times on model {unit.model_index} images {unit.sample_indices[0]}..{unit.sample_indices[-1]} "
+                    f"({type(exc).__name__}); the finished batches are kept: rerun the same command to resume"
+                ) from exc
             for k, v in passes.items():
                 setattr(counter, k, getattr(counter, k) + v)
             yield unit, result, None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from xaibench import __version__
-from xaibench.cache import HeatmapCache, heatmap_key, image_key
+from xaibench.cache import HeatmapCache, code_fingerprint, heatmap_key, image_key
 from xaibench.capture import PassCounter, forward_replacing, shared_pass
 from xaibench.contracts import check_map, lent, origin
 from xaibench.errors import UserError
@@ -122,7 +122,7 @@ class HeatmapEngine:
         (for composites) the same of its bases."""
         e = self.explainers[name]
         cls = type(e)
-        text = f"{cls.__module__}.{cls.__qualname__}@{getattr(e, 'version', __version__)}({params_key(e)})"
+        text = f"{cls.__module__}.{cls.__qualname__}@{getattr(e, 'version', __version__)}#{code_fingerprint(cls)}({params_key(e)})"
         if name in self.fitted:  # a network of its own: which one (another fold's maps differ)
             text += f"{{fit:{self.fitted[name]}}}"
         return text + "".join(f"[{b}:{self._describe(b)}]" for b in getattr(e, "composes", ()))
@@ -133,14 +133,14 @@ class HeatmapEngine:
             return True
         return any(self._recomputes(b) for b in getattr(self.explainers[name], "composes", ()))
 
-    def _cached(self, pair: Pair, key: str) -> torch.Tensor | None:
+    def _cached(self, pair: Pair, key: str, size: tuple[int, ...]) -> torch.Tensor | None:
         if key not in self._stored and self._recomputes(pair[0]):
             return None  # written before this engine: computed again
-        return self.cache.get(key)
+        return self.cache.get(key, tuple(size))
 
     def _key(self, pair: Pair, img_key: str, target_key: str) -> str:
         name, layer = pair
-        return heatmap_key(self.model.identity, img_key, layer, name, self._describe(name), target_key)
+        return heatmap_key(self.model.identity, img_key, layer, name, self._describe(name) + _ENGINE_CODE(), target_key)
 
     # -- passes -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -177,6 +177,9 @@ class HeatmapEngine:
         spec = self.target_spec if target is None else target
         target_key = spec.key() if isinstance(spec, TargetSpec) else f"given:{image_key(torch.as_tensor(spec).float())}"
         keys = image_keys or [image_key(im) for im in images]
+        # cache keys: each image and, where given, its ground-truth mask (a ground-truth target
+        # explains it, and every explainer is handed it); explainers see the image keys only
+        cache_keys = keys if ground_truth is None else [f"{k}+gt:{image_key(m)}" for k, m in zip(keys, ground_truth)]
         wanted = list(pairs) if pairs is not None else [(n, l) for n in self.explainers for l in layers]
         plan = self._closure(wanted)
         size = images.shape[-2:]
@@ -184,7 +187,7 @@ class HeatmapEngine:
         maps: dict[Pair, torch.Tensor] = {}
         missing: list[Pair] = []
         for pair in plan:
-            got = [self._cached(pair, self._key(pair, k, target_key)) for k in keys]
+            got = [self._cached(pair, self._key(pair, k, target_key), size) for k in cache_keys]
             if all(g is not None for g in got):
                 maps[pair] = torch.stack(got).to(device)
             else:
@@ -226,7 +229,7 @@ class HeatmapEngine:
             name, layer = pair
             if fused[pair] is not None:  # parts come first in the plan
                 maps[pair] = torch.stack([maps[(name, part)] for part in fused[pair]]).mean(dim=0)
-                self._store(pair, keys, target_key, maps[pair])
+                self._store(pair, cache_keys, target_key, maps[pair])
                 continue
             explainer = self.explainers[name]
             tail = tails.get(layer)
@@ -248,7 +251,7 @@ class HeatmapEngine:
                 maps[pair] = normalize(raw, size)
             else:  # already a probability-like map in [0, 1]: only resized
                 maps[pair] = _resize(raw.float().clamp(0, 1), size)
-            self._store(pair, keys, target_key, maps[pair])
+            self._store(pair, cache_keys, target_key, maps[pair])
         return BatchMaps({p: maps[p] for p in wanted}, captured.logits, tgt)
 
     def _store(self, pair: Pair, keys: list[str], target_key: str, maps: torch.Tensor) -> None:
@@ -257,6 +260,16 @@ class HeatmapEngine:
             key = self._key(pair, k, target_key)
             self.cache.put(key, m)
             self._stored.add(key)
+
+
+def _ENGINE_CODE() -> str:  # noqa: N802 (a constant, computed on first use)
+    """The code that turns an explainer's raw output into the cached map: this engine (normalising,
+    resizing), the shared passes and the targets."""
+    import sys
+
+    from xaibench import capture, targets
+
+    return "engine#" + code_fingerprint(sys.modules[__name__], capture, targets)
 
 
 def _undeclared(name: str, explainer: object, flag: Pass):

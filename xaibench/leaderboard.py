@@ -233,10 +233,11 @@ def _replicate_line(results: pd.DataFrame) -> list[str]:
 
 def render(
     results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None,
-    per_replicate: pd.DataFrame | None = None,
+    per_replicate: pd.DataFrame | None = None, notes: list[str] | None = None,
 ) -> str:
     """The whole leaderboard as markdown (``per_replicate``: the replicates' statistics per cell,
-    :func:`xaibench.stats.replicate_statistics`, with the metrics' own aggregates)."""
+    :func:`xaibench.stats.replicate_statistics`, with the metrics' own aggregates; ``notes``:
+    warnings shown under the header, e.g. non-finite model outputs)."""
     datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
     n_images = results["image_id"].nunique() if not results.empty else 0
@@ -249,6 +250,7 @@ def render(
         "test against the best explainer of the same model, layer and threshold, `p vs #1` the same test against",
         "the first row of the ranking (`*`: p < 0.05, a real difference).",
         *_replicate_line(results),
+        *[line for note in notes or () for line in ("", f"> ⚠ {note}.")],
     ]
     sections = [
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),

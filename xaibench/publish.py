@@ -60,5 +60,8 @@ def render_runs(run_dirs: list[Path], output: Path | None, title: str | None = N
     facts = [
         provenance.run_facts(d, m, output, configs[i] if configs else None) for i, (d, m) in enumerate(zip(run_dirs, manifests))
     ]
-    text = leaderboard.render(df, summary, title, seed, plots, per_replicate)
+    from xaibench.report import non_finite_notes
+
+    notes = [f"{d.name}: {n}" if len(run_dirs) > 1 else n for d, m in zip(run_dirs, manifests) for n in non_finite_notes(m.get("timings", {}))]
+    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes)
     return text + "\n" + provenance.render(provenance.Provenance(title, facts), output)

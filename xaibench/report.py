@@ -15,6 +15,10 @@ def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
     return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
 
 
+def warn(text: str) -> None:
+    console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def warn_empty_metrics(summary: pd.DataFrame) -> None:
     """A metric that is NaN on every image would vanish from the tables without a word: say so."""
     for metric, cells in empty_metrics(summary).items():
@@ -60,3 +64,21 @@ def print_top(summary: pd.DataFrame) -> None:
     for row in rows:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
+
+
+def non_finite_notes(timings: dict) -> list[str]:
+    """One line per model whose outputs or maps had NaN/inf (counts from the run's timings)."""
+    notes = []
+    for key, n in sorted(timings.items()):
+        if key.startswith("non_finite_outputs[") and n:
+            label = key[len("non_finite_outputs[") : -1]
+            notes.append(f"model {label!r} produced non-finite (NaN or inf) outputs on {n} image(s): every score on them is NaN and unranked")
+        elif key.startswith("non_finite_maps[") and n:
+            label = key[len("non_finite_maps[") : -1]
+            notes.append(f"{n} map(s) of model {label!r} were non-finite (NaN or inf): their scores are NaN and unranked")
+    return notes
+
+
+def warn_non_finite(timings: dict) -> None:
+    for note in non_finite_notes(timings):
+        console.print(f"warning: {note} (manifest.json: timings.non_finite_*)", markup=False, highlight=False, soft_wrap=True)

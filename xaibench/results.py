@@ -39,7 +39,7 @@ SCHEMA = pa.schema(
     + [("value", pa.float64()), ("threshold_value", pa.float64()), ("direction", pa.string()), ("cell_key", pa.string())]
     + [("fold", pa.string()), ("seed", pa.int64()), (COUNTS, pa.string())]
 )
-OUTPUTS = ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json", "parts", "plots", ".parts.dropped")
+OUTPUTS = ("results.parquet", "summary.csv", "leaderboard.md", "manifest.json", "parts", "plots", ".parts.dropped", ".parts.corrupt")
 
 
 def encode_counts(counts: Mapping[str, float]) -> str:
@@ -131,9 +131,27 @@ class ResultStore:
         for f in files:
             try:
                 tables.append(self._read_part(f))
-            except (OSError, pa.ArrowInvalid, KeyError):
-                continue  # a part that never finished its rename cannot be here; anything else foreign is skipped
+            except (OSError, pa.ArrowInvalid, KeyError) as exc:  # a renamed part is whole: this one was damaged since
+                self._set_aside(f, exc)
         return pa.concat_tables(tables).to_pandas() if tables else self.read_empty()  # empty: no rows yet
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        """Move an unreadable part into ``.parts.corrupt/`` (kept for a look; its rows are computed
+        again on resume) and say so."""
+        from xaibench.progress import console
+
+        where = f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if path.parent != self.parts:  # the consolidated table of a directory without parts
+            console.print(f"warning: cannot read {where}; it holds no rows for this run", markup=False, highlight=False, soft_wrap=True)
+            return
+        dest = self.out / ".parts.corrupt" / path.name
+        try:
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(path, dest)
+            moved = f"moved to {dest}; its rows are computed again when the run is resumed"
+        except OSError as move_exc:
+            moved = f"and cannot be moved aside ({move_exc.strerror or move_exc}); it is skipped"
+        console.print(f"warning: unreadable result part {where}; {moved}", markup=False, highlight=False, soft_wrap=True)
 
     def _read_part(self, path: Path) -> pa.Table:
         """A part in SCHEMA; one written before the replicate columns gets fold "" and the default

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench import leaderboard, plots, provenance, report
+from xaibench import budget, leaderboard, plots, provenance, report
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
@@ -186,6 +186,7 @@ def run_benchmark(
     dev = resolve_device(device or config.run.device)
 
     data = replicate_data(config, p.dataset, dataset_key(config))
+    budget.check_plan(p, [s for d in data for s in d.samples], report.warn)
 
     out_dir = Path(out) if out is not None else Path("runs") / config.name
     store = ResultStore(out_dir, default_seed=config.seed)
@@ -203,6 +204,8 @@ def run_benchmark(
                     "use --fresh to start over or --out for a new directory"
                 )
             _check_params_unchanged(config, manifest)
+            # non-finite counts of the batches scored before a resume still describe the table
+            timings.update({k: v for k, v in ((manifest or {}).get("timings") or {}).items() if k.startswith("non_finite_")})
             if p.fresh_maps and p.fresh_maps is not True:
                 store.drop_explainers(p.fresh_maps)
             # written before any row, so an interrupted run is still recognised on resume
@@ -228,13 +231,15 @@ def run_benchmark(
             manifest = _manifest(config, p, registry, dev, timings, counter, data, len(df))
             board, title = out_dir / "leaderboard.md", f"{config.name} leaderboard"
             footer = provenance.render(provenance.Provenance(title, [provenance.run_facts(out_dir, manifest, board)]), board)
-            atomic_write_text(board, leaderboard.render(df, summary, title, config.seed, rel, per_replicate) + "\n" + footer)
+            notes = report.non_finite_notes(timings)
+            atomic_write_text(board, leaderboard.render(df, summary, title, config.seed, rel, per_replicate, notes) + "\n" + footer)
             store.write_json("manifest.json", manifest)
     except UserError:
         if created and not store.has_results():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     report.warn_empty_metrics(summary)
+    report.warn_non_finite(timings)
     if show_progress:
         report.print_top(summary)
     return df

@@ -47,11 +47,13 @@ class Comparison:
         moved = sum(max(len(c.old), len(c.new)) for c in self.changes)
         reasons = ([f"{moved} line(s) differ beyond {tolerance:g}"] if moved else []) + self.notes
         out = [f"{name}: stale: " + "; ".join(reasons)]
-        shown = 0
+        shown, section = 0, None
         for c in self.changes:
             if shown >= _SHOWN:
                 break
-            out.append(f"  in {c.section or '(header)'}:")
+            if c.section != section:  # one heading for the changes of a section
+                out.append(f"  in {c.section or '(header)'}:")
+                section = c.section
             for sign, lines in (("-", c.old), ("+", c.new)):
                 for line in lines[: _SHOWN - shown]:
                     out.append(f"    {sign} {line}")

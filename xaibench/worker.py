@@ -19,6 +19,7 @@ from xaibench.cache import HeatmapCache, default_cache_dir, image_key
 from xaibench.capture import PassCounter
 from xaibench.config import Config
 from xaibench.contracts import check_sample
+from xaibench.errors import UserError
 from xaibench.evaluation import evaluate_batch
 from xaibench.explainers.fitting import FitContext, fit_explainers
 from xaibench.grid import Cell
@@ -108,7 +109,7 @@ class BatchWorker:
         ids = [s.image_id for s in samples]
         labels = None if any(s.label is None for s in samples) else torch.tensor([s.label for s in samples], device=dev)
         pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing if c.explainer))  # model-level cells need no map
-        computed, hits = len(self.engine.computed), self.engine.cache.hits
+        computed, hits, rejected = len(self.engine.computed), self.engine.cache.hits, self.engine.cache.rejected
         t1 = time.perf_counter()
         maps = self.engine.run(images, list(paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
         t2 = time.perf_counter()
@@ -116,13 +117,39 @@ class BatchWorker:
         regular = [c for c in missing if c.metric != sanity_check.METRIC]
         scored = evaluate_batch(regular, self.plan.metrics, maps, paths, images, truth, fill, self.forward, config.run.chunk_size, labels)
         scored += self._sanity([c for c in missing if c.metric == sanity_check.METRIC], images, truth, maps)
+        scored, non_finite = self._blank_non_finite(scored, maps, ids)
         timings = {
             "heatmaps_s": t2 - t1,
             "metrics_s": time.perf_counter() - t2,
             "heatmaps_computed": len(self.engine.computed) - computed,  # counts for this batch only: the runner sums them
             "heatmap_cache_hits": self.engine.cache.hits - hits,
+            "heatmap_cache_rejected": self.engine.cache.rejected - rejected,  # entries on disk that failed their checks
+            **non_finite,
         }
         return BatchResult(self._rows(scored, ids, done), maps, timings)
+
+    def _blank_non_finite(self, scored: list, maps: BatchMaps, ids: list[str]) -> tuple[list, dict[str, int]]:
+        """A model output or map with NaN/inf on an image makes every score of it on that image
+        NaN (an empty prediction would otherwise score, e.g. an IoU drop of 0.0), so no table
+        ranks it; returns the scores and the counts per model (``[run] non_finite = "error"``: stop)."""
+        bad_out = ~torch.isfinite(maps.logits.detach()).flatten(1).all(1).cpu()
+        bad_map = {p: ~torch.isfinite(m).flatten(1).all(1).cpu() for p, m in maps.maps.items()}
+        n_maps = int(sum(int(b.sum()) for b in bad_map.values()))
+        if not bad_out.any() and not n_maps:
+            return scored, {}
+        label = self.mp.ref.label
+        if self.config.run.non_finite == "error":
+            first = ids[int(bad_out.nonzero()[0])] if bad_out.any() else next(ids[int(b.nonzero()[0])] for b in bad_map.values() if b.any())
+            what = "outputs" if bad_out.any() else "maps"
+            raise UserError(f"model {label!r}{self.replicate_suffix}: non-finite (NaN or inf) {what} on image {first!r}; [run] non_finite = \"error\" stops here")
+        out = []
+        for cell, values, thr, counts in scored:
+            bad = bad_out | (bad_map.get((cell.explainer, self.layer_paths[cell.layer]), torch.zeros_like(bad_out)) if cell.explainer else False)
+            if bad.any():
+                values = torch.as_tensor(values).detach().cpu().double().clone()
+                values[bad] = float("nan")
+            out.append((cell, values, thr, counts))
+        return out, {f"non_finite_outputs[{label}]": int(bad_out.sum()), f"non_finite_maps[{label}]": n_maps}
 
     def _sanity(self, checks: list[Cell], images, truth, maps: BatchMaps) -> list:
         if not checks:

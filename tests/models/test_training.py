@@ -43,3 +43,35 @@ def test_an_optimizer_partial_is_accepted(tmp_path):
     kw = dict(epochs=1, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
     train_or_load(m, tmp_path / "m.pt", _step, samples, optimizer=functools.partial(torch.optim.SGD, momentum=0.0), **kw)
     assert not torch.equal(m.weight, before)
+
+
+def test_a_corrupt_cached_model_is_trained_again_and_says_why(tmp_path, capsys):
+    samples = [torch.randn(3) for _ in range(4)]
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"PK\x03\x04 not a checkpoint")
+    kw = dict(epochs=1, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
+    train_or_load(nn.Linear(3, 1), path, _step, samples, **kw)
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert f"warning: cached model {path} cannot be loaded (" in text and "training it again" in text
+    assert "weights_only=False" not in text  # one line, never advice to load unsafely
+    assert torch.load(path, weights_only=True)  # rewritten with the new training
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_checkpoint_with_pickled_code_is_refused_in_one_line_without_unsafe_advice(tmp_path):
+    import pytest
+
+    from xaibench.errors import UserError
+    from xaibench.models.training import load_checkpoint
+
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": _Evil()}, path)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(nn.Linear(3, 1), path)
+    text = str(err.value)
+    assert len(text.splitlines()) == 1 and "weights_only" not in text and "does not load anything else" in text and str(path) in text

@@ -8,6 +8,7 @@ the dataset's train split the first time it is used and caches the weights under
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,14 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> None:
         raise UserError(f"checkpoint {str(path)!r} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: never do that here
+        raise UserError(
+            f"checkpoint {str(path)!r} cannot be read as torch weights: it is not a file of tensors (pickled objects, possibly code, "
+            "or no torch file at all), and xaibench does not load anything else; save the weights with torch.save(model.state_dict(), path)"
+        ) from exc
     except Exception as exc:
-        raise UserError(f"checkpoint {str(path)!r} cannot be read as torch weights: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {str(path)!r} cannot be read as torch weights: {first}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
@@ -88,8 +95,11 @@ def train_or_load(
         try:
             module.load_state_dict(torch.load(cache_path, map_location="cpu", weights_only=True))
             return module.to(device).eval()
-        except Exception:  # a stale or torn cache entry: train again
-            pass
+        except Exception as exc:  # a stale or torn cache entry: train again, and say why
+            from xaibench.progress import console
+
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            console.print(f"warning: cached model {cache_path} cannot be loaded ({reason}); training it again", markup=False, highlight=False, soft_wrap=True)
     if len(samples) == 0:
         raise UserError(f"{title}: the dataset's train split is empty; nothing to train on")
     torch.manual_seed(seed)
@@ -109,5 +119,13 @@ def train_or_load(
             text = " ".join(f"{k}={v / max(n, 1):.4f}" for k, v in logs.items())
             bar.update(task, advance=1, description=f"training {title} epoch {epoch + 1}/{epochs} {text}")
     module.eval()
-    save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
+    try:
+        save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
+    except OSError as exc:  # a full or read-only cache costs the next run a training, not this run
+        from xaibench.progress import console
+
+        console.print(
+            f"warning: cannot cache the trained model at {cache_path} ({exc.strerror or exc}); going on with it in memory "
+            "(the next run trains it again)", markup=False, highlight=False, soft_wrap=True,
+        )
     return module
