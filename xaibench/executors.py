@@ -75,7 +75,10 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         # what the other actors finished is already in the run directory
         Actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_RayWorker)
         n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
-        actors = [Actor.remote(plan, data) for _ in range(n_actors)]
+        # in the object store, referenced from here for the whole run: a restarted actor's
+        # constructor reads them again (arguments passed inline are freed after the first start)
+        plan_ref, data_ref = ray.put(plan), ray.put(data)
+        actors = [Actor.remote(plan_ref, data_ref) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
             ids = {data[unit.replicate].samples[j].image_id for j in unit.sample_indices}
