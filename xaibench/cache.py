@@ -86,9 +86,9 @@ class HeatmapCache:
     def _warn(self, kind: str, text: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            from xaibench.progress import console
+            from xaibench.progress import warn
 
-            console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+            warn(text)
 
     def _read(self, path: Path, shape: tuple[int, ...] | None) -> torch.Tensor | None:
         try:

@@ -137,9 +137,10 @@ def _cmd_validate(args) -> int:
     splits = tuple(p.dataset.fold_splits) if config.run.folds else (config.split,)
     check_first_samples(p.dataset, config.dataset.name, tuple(dict.fromkeys(("train", *splits))), config.source)  # one real sample of each
     from xaibench import budget
+    from xaibench.progress import warn
 
     scored = [s for split in splits for s in p.dataset.split(split)]
-    budget.check_plan(p, scored[: config.n_images] if config.n_images and not config.run.folds else scored, lambda text: print(f"warning: {text}", file=sys.stderr))
+    budget.check_plan(p, scored[: config.n_images] if config.n_images and not config.run.folds else scored, warn)
     run = config.run
     where = f"{config.dataset.name}/{'+'.join(p.dataset.fold_splits)} in {run.folds} folds" if run.folds else f"{config.dataset.name}/{config.split}"
     parts = ([f"{run.folds} folds"] if run.folds else []) + ([f"{len(run.seeds)} seeds"] if run.seeds else [])

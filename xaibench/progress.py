@@ -10,6 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
+def warn(text: str) -> None:
+    """``warning: TEXT`` on stderr, as written (no markup), wrapped by the terminal only."""
+    console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 class _Silent:
     def add_task(self, *a, **k):
         return 0

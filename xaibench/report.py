@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from xaibench.modes import MODE_SHORT
-from xaibench.progress import console
+from xaibench.progress import console, warn
 from xaibench.stability import times_first
 
 
@@ -15,17 +15,12 @@ def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
     return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
 
 
-def warn(text: str) -> None:
-    console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
-
-
 def warn_empty_metrics(summary: pd.DataFrame) -> None:
     """A metric that is NaN on every image would vanish from the tables without a word: say so."""
     for metric, cells in empty_metrics(summary).items():
-        console.print(
-            f"warning: metric {metric!r} has no value (NaN) on any image in its {cells} cells, so no table ranks it; "
-            "check its parameters (e.g. images = 'with_object' on data without objects) or the metric itself",
-            markup=False, highlight=False, soft_wrap=True,
+        warn(
+            f"metric {metric!r} has no value (NaN) on any image in its {cells} cells, so no table ranks it; "
+            "check its parameters (e.g. images = 'with_object' on data without objects) or the metric itself"
         )
 
 
@@ -81,4 +76,4 @@ def non_finite_notes(timings: dict) -> list[str]:
 
 def warn_non_finite(timings: dict) -> None:
     for note in non_finite_notes(timings):
-        console.print(f"warning: {note} (manifest.json: timings.non_finite_*)", markup=False, highlight=False, soft_wrap=True)
+        warn(f"{note} (manifest.json: timings.non_finite_*)")

@@ -138,11 +138,11 @@ class ResultStore:
     def _set_aside(self, path: Path, exc: Exception) -> None:
         """Move an unreadable part into ``.parts.corrupt/`` (kept for a look; its rows are computed
         again on resume) and say so."""
-        from xaibench.progress import console
+        from xaibench.progress import warn
 
         where = f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if path.parent != self.parts:  # the consolidated table of a directory without parts
-            console.print(f"warning: cannot read {where}; it holds no rows for this run", markup=False, highlight=False, soft_wrap=True)
+            warn(f"cannot read {where}; it holds no rows for this run")
             return
         dest = self.out / ".parts.corrupt" / path.name
         try:
@@ -151,7 +151,7 @@ class ResultStore:
             moved = f"moved to {dest}; its rows are computed again when the run is resumed"
         except OSError as move_exc:
             moved = f"and cannot be moved aside ({move_exc.strerror or move_exc}); it is skipped"
-        console.print(f"warning: unreadable result part {where}; {moved}", markup=False, highlight=False, soft_wrap=True)
+        warn(f"unreadable result part {where}; {moved}")
 
     def _read_part(self, path: Path) -> pa.Table:
         """A part in SCHEMA; one written before the replicate columns gets fold "" and the default

@@ -31,7 +31,7 @@ from xaibench.errors import UserError
 from xaibench.executors import Unit, run_local, run_ray
 from xaibench.grid import Cell, expand
 from xaibench.plugins import Registry, load_registry
-from xaibench.progress import progress_bar
+from xaibench.progress import progress_bar, warn
 from xaibench.replicates import ReplicateData, fold_splits, replicate_data
 from xaibench.results import ResultStore, atomic_write_text
 from xaibench.stats import metric_aggregates, replicate_statistics, summarize
@@ -186,7 +186,7 @@ def run_benchmark(
     dev = resolve_device(device or config.run.device)
 
     data = replicate_data(config, p.dataset, dataset_key(config))
-    budget.check_plan(p, [s for d in data for s in d.samples], report.warn)
+    budget.check_plan(p, [s for d in data for s in d.samples], warn)
 
     out_dir = Path(out) if out is not None else Path("runs") / config.name
     store = ResultStore(out_dir, default_seed=config.seed)

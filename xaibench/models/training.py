@@ -20,7 +20,7 @@ from torch import nn
 from xaibench.atomic import atomic_write
 from xaibench.errors import UserError
 from xaibench.hashing import config_hash as config_hash  # public: xaibench.plugin re-exports it
-from xaibench.progress import progress_bar
+from xaibench.progress import progress_bar, warn
 
 
 @dataclass
@@ -96,10 +96,8 @@ def train_or_load(
             module.load_state_dict(torch.load(cache_path, map_location="cpu", weights_only=True))
             return module.to(device).eval()
         except Exception as exc:  # a stale or torn cache entry: train again, and say why
-            from xaibench.progress import console
-
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            console.print(f"warning: cached model {cache_path} cannot be loaded ({reason}); training it again", markup=False, highlight=False, soft_wrap=True)
+            warn(f"cached model {cache_path} cannot be loaded ({reason}); training it again")
     if len(samples) == 0:
         raise UserError(f"{title}: the dataset's train split is empty; nothing to train on")
     torch.manual_seed(seed)
@@ -122,10 +120,5 @@ def train_or_load(
     try:
         save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
     except OSError as exc:  # a full or read-only cache costs the next run a training, not this run
-        from xaibench.progress import console
-
-        console.print(
-            f"warning: cannot cache the trained model at {cache_path} ({exc.strerror or exc}); going on with it in memory "
-            "(the next run trains it again)", markup=False, highlight=False, soft_wrap=True,
-        )
+        warn(f"cannot cache the trained model at {cache_path} ({exc.strerror or exc}); going on with it in memory (the next run trains it again)")
     return module
