@@ -70,7 +70,7 @@ def test_a_file_without_a_footer_comes_from_the_benchmark_of_its_name(tmp_path):
     (tmp_path / "leaderboard").mkdir()
     (tmp_path / "leaderboard" / "tiny.md").write_text("# xaibench leaderboard: tiny\n\n| a |\n")
     src = regenerate.source(tmp_path / "leaderboard" / "tiny.md")
-    assert src.title == "xaibench leaderboard: tiny" and not src.has_provenance
+    assert src.title == "xaibench leaderboard: tiny" and src.provenance is None
     assert src.runs == [("tiny", (tmp_path / "benchmarks" / "tiny.toml").resolve())]
 
 

@@ -202,12 +202,11 @@ def _cmd_regenerate(args) -> int:
     files = args.paths or regenerate.select(args.dir, args.only)
     if args.all:
         index.refresh(args.dir, write=False)  # a README without index markers fails now, not after the runs
-    for f in files:
-        regenerate.source(f)  # every file's benchmark is found before the first (long) run
+    sources = [regenerate.source(f) for f in files]  # every file's benchmark is found before the first (long) run
     stale = 0
     with regenerate.runs_folder(args.runs) as runs:
-        for f in files:
-            outcome = regenerate.check(f, runs, tolerance, show_progress=not args.quiet)
+        for f, src in zip(files, sources):
+            outcome = regenerate.check(src, runs, tolerance, show_progress=not args.quiet)
             print(outcome.comparison.report(str(f), tolerance) + f" [{outcome.seconds:.0f} s]", flush=True)
             if outcome.comparison.stale and args.all:
                 regenerate.write(outcome)

@@ -29,11 +29,14 @@ from xaibench.publish import copy_plots, render_runs
 
 @dataclass(frozen=True)
 class Source:
-    """How a committed leaderboard is made: its title and, per run, the run name and config."""
+    """How a committed leaderboard is made: its title and, per run, the run name and config;
+    with the committed text and its provenance (``None``: a file without a footer)."""
 
+    path: Path
+    text: str
+    provenance: provenance.Provenance | None
     title: str
     runs: list[tuple[str, Path]]
-    has_provenance: bool
 
 
 @dataclass
@@ -64,7 +67,7 @@ def source(path: Path) -> Source:
     for name, config in runs:
         if not config.is_file():
             raise UserError(f"{path}: its benchmark config {str(config)!r} (run {name!r}) does not exist")
-    return Source(title, runs, prov is not None)
+    return Source(path, text, prov, title, runs)
 
 
 def _empty_run_dir(run_dir: Path) -> None:
@@ -86,12 +89,12 @@ def runs_folder(runs: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def check(path: Path, runs: Path, tolerance: float = staleness.TOLERANCE, show_progress: bool = False) -> Outcome:
-    """Regenerate the leaderboard at ``path`` from its benchmarks (runs in ``runs/<run name>``) and compare."""
+def check(src: Source, runs: Path, tolerance: float = staleness.TOLERANCE, show_progress: bool = False) -> Outcome:
+    """Regenerate the leaderboard of ``src`` (:func:`source`) from its benchmarks (runs in
+    ``runs/<run name>``) and compare it with the committed text."""
     from xaibench.config import load_config
     from xaibench.runner import run_benchmark
 
-    src = source(path)
     t0 = time.perf_counter()
     run_dirs = []
     for name, config_path in src.runs:
@@ -100,19 +103,18 @@ def check(path: Path, runs: Path, tolerance: float = staleness.TOLERANCE, show_p
         _empty_run_dir(run_dir)
         run_benchmark(config, run_dir, show_progress=show_progress)
         run_dirs.append(run_dir)
-    text = render_runs(run_dirs, path, src.title, [c for _, c in src.runs])
-    comparison = staleness.compare(path.read_text(encoding="utf-8"), text, tolerance)
-    comparison.notes += _provenance_notes(path, text, src)
-    return Outcome(path, comparison, text, run_dirs, time.perf_counter() - t0)
+    text = render_runs(run_dirs, src.path, src.title, [c for _, c in src.runs])
+    comparison = staleness.compare(src.text, text, tolerance)
+    comparison.notes += _provenance_notes(src, text)
+    return Outcome(src.path, comparison, text, run_dirs, time.perf_counter() - t0)
 
 
-def _provenance_notes(path: Path, text: str, src: Source) -> list[str]:
+def _provenance_notes(src: Source, text: str) -> list[str]:
     """Why a file is stale in its footer although its numbers agree: no footer, or another config."""
-    if not src.has_provenance:
+    if src.provenance is None:
         return ["no provenance footer"]
-    old, new = provenance.read(path.read_text(encoding="utf-8")), provenance.read(text)
     notes = []
-    for a, b in zip(old.runs, new.runs):
+    for a, b in zip(src.provenance.runs, provenance.read(text).runs):
         if a.config_hash != b.config_hash:
             notes.append(f"config hash of run {a.name!r} {a.config_hash[:12]} -> {b.config_hash[:12]} ({b.config} changed)")
     return notes
