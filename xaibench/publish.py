@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xaibench import leaderboard, provenance
 from xaibench.merge import read_runs
+from xaibench.report import non_finite_notes
 
 
 def _aggregates(names: set[str]) -> dict:
@@ -60,8 +61,12 @@ def render_runs(run_dirs: list[Path], output: Path | None, title: str | None = N
     facts = [
         provenance.run_facts(d, m, output, configs[i] if configs else None) for i, (d, m) in enumerate(zip(run_dirs, manifests))
     ]
-    from xaibench.report import non_finite_notes
-
     notes = [f"{d.name}: {n}" if len(run_dirs) > 1 else n for d, m in zip(run_dirs, manifests) for n in non_finite_notes(m.get("timings", {}))]
+    return compose(df, summary, per_replicate, seed, title, plots, facts, output, notes)
+
+
+def compose(df, summary, per_replicate, seed: int, title: str, plots: list[str], facts: list[provenance.RunFacts], output: Path | None, notes: list[str]) -> str:
+    """The leaderboard's tables (:func:`xaibench.leaderboard.render`) and its provenance footer:
+    what a run writes as its ``leaderboard.md`` and what :func:`render_runs` makes from run directories."""
     text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes)
     return text + "\n" + provenance.render(provenance.Provenance(title, facts), output)

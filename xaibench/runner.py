@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench import budget, leaderboard, plots, provenance, report
+from xaibench import budget, plots, provenance, publish, report
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
@@ -230,9 +230,8 @@ def run_benchmark(
             timings["total_s"] = time.perf_counter() - t0
             manifest = _manifest(config, p, registry, dev, timings, counter, data, len(df))
             board, title = out_dir / "leaderboard.md", f"{config.name} leaderboard"
-            footer = provenance.render(provenance.Provenance(title, [provenance.run_facts(out_dir, manifest, board)]), board)
-            notes = report.non_finite_notes(timings)
-            atomic_write_text(board, leaderboard.render(df, summary, title, config.seed, rel, per_replicate, notes) + "\n" + footer)
+            facts = [provenance.run_facts(out_dir, manifest, board)]
+            atomic_write_text(board, publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings)))
             store.write_json("manifest.json", manifest)
     except UserError:
         if created and not store.has_results():
