@@ -67,9 +67,9 @@ def check(config, sample, n_maps: int, n_cells: int, n_images: int, warn) -> Non
         warn(f"{config.source}: {n_cells:,} cells x {n_images:,} images = {rows:,} rows; this grid will take long (fewer thresholds, layers or explainers?)")
 
 
-def check_plan(plan, samples: list, warn) -> None:
-    """:func:`check` for a run's plan and the images it scores (all replicates)."""
-    if not samples:
+def check_plan(plan, sample, n_images: int, warn) -> None:
+    """:func:`check` for a run's plan, one of the images it scores and how many it scores (all replicates)."""
+    if sample is None:
         return
     n_maps = max((len(m.explainer_names) * len(m.layers) for m in plan.models), default=0)
-    check(plan.config, samples[0], n_maps, len(plan.cells), len(samples), warn)
+    check(plan.config, sample, n_maps, len(plan.cells), n_images, warn)

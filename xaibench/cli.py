@@ -139,8 +139,11 @@ def _cmd_validate(args) -> int:
     from xaibench import budget
     from xaibench.progress import warn
 
-    scored = [s for split in splits for s in p.dataset.split(split)]
-    budget.check_plan(p, scored[: config.n_images] if config.n_images and not config.run.folds else scored, warn)
+    # the size of the scored set, and one of its samples: no image beyond the first is read here
+    sizes = [len(p.dataset.split(split)) for split in splits]
+    n_images = min(config.n_images, sum(sizes)) if config.n_images and not config.run.folds else sum(sizes)
+    first = next((p.dataset.split(split)[0] for split, n in zip(splits, sizes) if n), None)
+    budget.check_plan(p, first, n_images, warn)
     run = config.run
     where = f"{config.dataset.name}/{'+'.join(p.dataset.fold_splits)} in {run.folds} folds" if run.folds else f"{config.dataset.name}/{config.split}"
     parts = ([f"{run.folds} folds"] if run.folds else []) + ([f"{len(run.seeds)} seeds"] if run.seeds else [])

@@ -186,7 +186,8 @@ def run_benchmark(
     dev = resolve_device(device or config.run.device)
 
     data = replicate_data(config, p.dataset, dataset_key(config))
-    budget.check_plan(p, [s for d in data for s in d.samples], warn)
+    scored = next((d.samples[0] for d in data if d.samples), None)
+    budget.check_plan(p, scored, sum(len(d.samples) for d in data), warn)
 
     out_dir = Path(out) if out is not None else Path("runs") / config.name
     store = ResultStore(out_dir, default_seed=config.seed)
