@@ -60,3 +60,17 @@ def test_a_model_level_metric_cannot_binarise_or_perturb():
 
     with pytest.raises(UserError, match="reads no map"):
         expand("m", ["a"], ["l"], [0.1], [], {"bad": Bad()}, "x.toml")
+
+
+def test_a_pixel_attribution_has_the_one_layer_input():
+    from xaibench.explainers.attribution import Saliency
+    from xaibench.explainers.gradient import GradCAM
+    from xaibench.grid import layers_of
+
+    per = layers_of({"grad_cam": GradCAM(), "saliency": Saliency()}, ["grad_cam", "saliency"], ["l1", "l2"])
+    assert per == {"grad_cam": ("l1", "l2"), "saliency": ("input",)}
+    cells = expand("m", ["grad_cam", "saliency"], per, [0.1], ["background_only"], {"confidence": Confidence()})
+    assert sorted({(c.explainer, c.layer) for c in cells}) == [("grad_cam", "l1"), ("grad_cam", "l2"), ("saliency", "input")]
+    assert layers_of({"saliency": Saliency()}, ["saliency"], ["input"]) == {"saliency": ("input",)}
+    with pytest.raises(UserError, match="'grad_cam' explains a layer"):
+        layers_of({"grad_cam": GradCAM()}, ["grad_cam"], ["l1", "input"])

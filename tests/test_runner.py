@@ -344,3 +344,27 @@ def test_an_unknown_base_of_a_composite_names_the_composite_and_the_file(first_r
     bad.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["mask_and"]') + '\n[explainer_params.mask_and]\nbases = ["grad_cam", "eigen_cm"]\n')
     with pytest.raises(UserError, match=r"bad.toml: explainer 'mask_and' .* uses 'eigen_cm': .*Did you mean 'eigen_cam'"):
         plan(load_config(bad))
+
+
+def test_a_pixel_attribution_gets_one_cell_at_layer_input_beside_the_cams(first_run, tmp_path):
+    cfg, _, df, _ = first_run
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["grad_cam", "saliency", "integrated_gradients"]') + "\n[explainer_params.integrated_gradients]\nn_steps = 4\n")
+    got = xaibench.run(mixed, tmp_path / "out", show_progress=False)
+    layers = got.groupby("explainer").layer.unique().map(sorted).to_dict()
+    assert layers == {"grad_cam": ["decoder1", "decoder2"], "saliency": ["input"], "integrated_gradients": ["input"]}
+    per_explainer = got.groupby("explainer").size()
+    assert per_explainer["saliency"] * 2 == per_explainer["grad_cam"]  # one layer where grad_cam has two
+    plain = ["layer", "threshold", "perturbation", "metric", "image_id"]
+    same = df[df.explainer == "grad_cam"].set_index(plain)["value"].sort_index()
+    assert same.equals(got[got.explainer == "grad_cam"].set_index(plain)["value"].sort_index())
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "saliency" in board and "| input |" in board.replace("`", "")
+
+
+def test_layer_input_for_a_cam_is_a_config_error(first_run, tmp_path):
+    cfg, _, _, _ = first_run
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder1", "input"]'))
+    with pytest.raises(UserError, match=r"bad.toml: grid: layers: 'input' is the input image.*'grad_cam' explains a layer"):
+        xaibench.run(bad, tmp_path / "out", show_progress=False)

@@ -14,6 +14,7 @@ from torch import nn
 
 from xaibench.config import instantiate
 from xaibench.errors import UserError
+from xaibench.explainers.base import INPUT_LAYER, explains_input
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.models.base import LoadedModel, infer_task
 from xaibench.plugins import load_registry
@@ -43,6 +44,8 @@ def explain(
     a class id, one class id per image, masks [B, H, W], or a :class:`TargetSpec`.
     Returns ``{(method, layer): Tensor[B, H, W]}`` in [0, 1], keyed by the layer as given
     (modules by their path), or a single tensor when one method and one layer are given.
+    A pixel attribution (``saliency``, ``integrated_gradients``, ...) explains the input: it is
+    computed once and given under every layer (``layers = "input"`` names it alone).
     The model is put in eval mode for the call and restored to its previous mode.
     """
     if images.ndim != 4:
@@ -79,10 +82,15 @@ def explain(
         paths = [loaded.resolve_layer(l) for l in given]
         labels = [l if isinstance(l, str) else p for l, p in zip(given, paths)]
         engine = HeatmapEngine(loaded, instances, chunk_size=chunk_size)
-        out = engine.run(images, paths, ground_truth=ground_truth, target=target, pairs=[(n, p) for n in names for p in paths])
+
+        def at(name: str, path: str) -> str:  # a pixel attribution explains the input, once
+            return INPUT_LAYER if explains_input(instances[name]) else path
+
+        pairs = list(dict.fromkeys((n, at(n, p)) for n in names for p in paths))
+        out = engine.run(images, paths, ground_truth=ground_truth, target=target, pairs=pairs)
     finally:
         module.train(was_training)
-    result = {(n, label): out.maps[(n, p)] for n in names for label, p in zip(labels, paths)}
+    result = {(n, label): out.maps[(n, at(n, p))] for n in names for label, p in zip(labels, paths)}
     if len(result) == 1 and isinstance(methods, str) and not isinstance(layers, (list, tuple)) and not any(c in methods for c in "*?["):
         return next(iter(result.values()))
     return result

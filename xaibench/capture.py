@@ -24,6 +24,7 @@ class Captured:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    input_gradients: torch.Tensor | None = None  #: d(score)/d(images), when asked
 
 
 class PassCounter:
@@ -75,15 +76,18 @@ def shared_pass(
     score: Callable[[torch.Tensor], torch.Tensor] | None = None,
     extra: list[str] | None = None,
     counter: PassCounter | None = None,
+    input_gradients: bool = False,
 ) -> Captured:
     """Forward ``images`` once, capturing ``layers`` (and ``extra`` module outputs).
 
     If ``score`` is given (logits -> per-image scores), run one backward of their sum to the
-    captured activations and return their gradients as well.
+    captured activations and return their gradients as well; with ``input_gradients``, the
+    same backward also gives d(score)/d(images) (Saliency, Input x Gradient).
     """
     extra = [p for p in (extra or []) if p not in layers]
     store: dict[str, Any] = {}
-    want_grad = score is not None and bool(layers)
+    want_input = score is not None and input_gradients
+    want_grad = score is not None and (bool(layers) or want_input)
     if want_grad:  # a graph even when the model's parameters are frozen; its gradient is never computed
         images = images.detach().requires_grad_(True)
     with hooked(module, list(dict.fromkeys(layers + extra)), store), torch.set_grad_enabled(want_grad):
@@ -93,14 +97,18 @@ def shared_pass(
         counter.forward_rows += images.shape[0]
     acts = {p: _first(store[p]) for p in layers}
     grads: dict[str, torch.Tensor] = {}
+    input_grad = None
     if want_grad:
         total = score(logits).sum()
+        wrt = [acts[p] for p in layers] + ([images] if want_input else [])
         if total.requires_grad:
-            got = torch.autograd.grad(total, [acts[p] for p in layers], allow_unused=True)
+            got = list(torch.autograd.grad(total, wrt, allow_unused=True))
         else:  # the target selects nothing differentiable (e.g. empty regions everywhere)
-            got = [None] * len(layers)
+            got = [None] * len(wrt)
         for p, g in zip(layers, got):
             grads[p] = torch.zeros_like(acts[p]) if g is None else g.detach()
+        if want_input:
+            input_grad = torch.zeros_like(images) if got[-1] is None else got[-1].detach()
         if counter is not None:
             counter.backwards += 1
     return Captured(
@@ -108,7 +116,39 @@ def shared_pass(
         activations={p: a.detach() for p, a in acts.items()},
         gradients=grads,
         extras={p: _detach(store[p]) for p in extra},
+        input_gradients=input_grad,
     )
+
+
+class Scorer(nn.Module):
+    """The explained score as a differentiable module: ``scorer(inputs, idx)`` is the target
+    score [N] of ``inputs`` [N, C, H, W], row n scored with the target of image ``idx[n]``.
+
+    Pixel attributions hand it to Captum (which hooks the nonlinearities of the wrapped model for
+    Guided Backprop and DeepLift, and expands ``idx`` with the inputs as an additional forward
+    argument). Every forward and every backward through it is counted in ``counter``.
+    """
+
+    def __init__(self, module: nn.Module, target: Any, counter: PassCounter | None = None):
+        super().__init__()
+        self.model = module
+        self._target = target
+        self._counter = counter
+
+    def forward(self, inputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        scores = self._target.select(idx).score(_first(self.model(inputs)))
+        counter = self._counter
+        if counter is not None:
+            counter.forwards += 1
+            counter.forward_rows += inputs.shape[0]
+            if scores.requires_grad:
+                scores.register_hook(lambda g: _count_backward(counter, g))
+        return scores
+
+
+def _count_backward(counter: PassCounter, grad: torch.Tensor) -> torch.Tensor:
+    counter.backwards += 1
+    return grad
 
 
 @torch.no_grad()

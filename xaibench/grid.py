@@ -5,6 +5,7 @@ perturbation ``""``; one with a fixed perturbation (IoU drop) gets that mode wha
 grid's perturbation axis says. Thresholds are text in results (``"0.1"``, ``"otsu"``).
 A metric with ``uses_map = False`` (a model-level metric: classifier accuracy, say) reads no
 map, so it gets ONE cell per model, with explainer, layer, threshold and perturbation ``""``.
+A pixel attribution explains the input, not a layer: it gets the layer ``input`` only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from xaibench.errors import UserError
+from xaibench.explainers.base import INPUT_LAYER, explains_input
 
 
 def threshold_label(t: float | str) -> str:
@@ -42,10 +44,24 @@ class Cell:
         return (self.explainer, self.layer)
 
 
+def layers_of(explainers: Mapping[str, object], names: Sequence[str], layers: Sequence[str], source: str = "<config>") -> dict[str, tuple[str, ...]]:
+    """Each explainer's layers: the grid's, or ``("input",)`` for a pixel attribution (it
+    explains the input, so a grid's layers axis gives it one cell)."""
+    out = {}
+    for name in names:
+        if explains_input(explainers[name]):
+            out[name] = (INPUT_LAYER,)
+        elif INPUT_LAYER in layers:
+            raise UserError(f"{source}: layers: {INPUT_LAYER!r} is the input image, which only pixel attributions explain; {name!r} explains a layer (pixel attributions get layer 'input' by themselves)")
+        else:
+            out[name] = tuple(layers)
+    return out
+
+
 def expand(
     model: str,
     explainers: Sequence[str],
-    layers: Sequence[str],
+    layers: Sequence[str] | Mapping[str, Sequence[str]],
     thresholds: Sequence[float | str],
     perturbations: Sequence[str],
     metrics: Mapping[str, object],
@@ -73,7 +89,7 @@ def expand(
         else:
             modes = [mode or ""]
         for e in explainers:
-            for l in layers:
+            for l in layers[e] if isinstance(layers, Mapping) else layers:
                 for t in ts:
                     for p in modes:
                         cells.append(Cell(model, e, l, t, p, mname))

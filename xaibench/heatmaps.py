@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from xaibench import __version__
 from xaibench.cache import HeatmapCache, code_fingerprint, heatmap_key, image_key
-from xaibench.capture import PassCounter, forward_replacing, shared_pass
+from xaibench.capture import PassCounter, Scorer, forward_replacing, shared_pass
 from xaibench.contracts import check_map, lent, origin
 from xaibench.errors import UserError
-from xaibench.explainers.base import ExplainContext, params_key
+from xaibench.explainers.base import INPUT_LAYER, ExplainContext, params_key
 from xaibench.explainers.fitting import trains, unfitted_error
 from xaibench.models.base import LoadedModel, fused_parts
 from xaibench.passes import Pass
@@ -195,9 +195,11 @@ class HeatmapEngine:
 
         fused = {pair: fused_parts(pair[1]) for pair in missing}
         single = [pair for pair in missing if fused[pair] is None]
-        for name, _ in single:
+        for name, layer in single:
             if trains(self.explainers[name]) and name not in self.fitted:
                 raise unfitted_error(name, self.explainers[name])
+            if layer == INPUT_LAYER and self.explainers[name].needs & (Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.TAIL_FORWARDS):
+                raise UserError(f"explainer {name!r} explains a layer, and {INPUT_LAYER!r} is the input image (only pixel attributions explain it)")
         needs = Pass.NONE
         for name, _ in single:
             needs |= self.explainers[name].needs
@@ -216,11 +218,13 @@ class HeatmapEngine:
             module,
             images,
             hooked,
-            score=score if needs & Pass.GRADIENTS else None,
+            score=score if needs & (Pass.GRADIENTS | Pass.INPUT_GRADIENTS) else None,
             extra=extra,
             counter=self.counter,
+            input_gradients=bool(needs & Pass.INPUT_GRADIENTS),
         )
         tgt = resolved.get("t") or resolve(spec, captured.logits, ground_truth)
+        scorer = Scorer(module, tgt, self.counter) if needs & Pass.MODEL_PASSES else None
 
         def masked_scores(inputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             return self._scores(lambda x, ids: _first(module(x)), inputs, idx, tgt, tail=False)
@@ -246,6 +250,9 @@ class HeatmapEngine:
                 return maps[(other, layer)].clone()  # a copy: the map is cached and shared
 
             ctx = _context(explainer, name, images, layer, captured, tgt, keys, masked_scores, tail_scores, explain_other, ground_truth)
+            ctx.chunk_size = self.chunk_size
+            if explainer.needs & Pass.MODEL_PASSES:
+                ctx.scorer = scorer
             raw = _call_explainer(explainer, name, ctx)
             if getattr(explainer, "normalize", True):
                 maps[pair] = normalize(raw, size)
@@ -295,10 +302,11 @@ def _context(explainer, name, images, layer, captured, tgt, keys, masked_scores,
         tail_scores=tail_scores if needs & Pass.TAIL_FORWARDS else _undeclared(name, explainer, Pass.TAIL_FORWARDS),
         explain=explain_other,
         ground_truth=ground_truth,
+        input_gradients=captured.input_gradients if needs & Pass.INPUT_GRADIENTS else None,
     )
 
 
-LENT = ("images", "activations", "gradients", "logits", "ground_truth")
+LENT = ("images", "activations", "gradients", "logits", "ground_truth", "input_gradients")
 
 
 def _call_explainer(explainer, name: str, ctx: ExplainContext) -> torch.Tensor:

@@ -29,7 +29,7 @@ from xaibench.config import Config, ModelRef, instantiate
 from xaibench.devices import cuda_precision, resolve_device
 from xaibench.errors import UserError
 from xaibench.executors import Unit, run_local, run_ray
-from xaibench.grid import Cell, expand
+from xaibench.grid import Cell, expand, layers_of
 from xaibench.plugins import Registry, load_registry
 from xaibench.progress import progress_bar, warn
 from xaibench.replicates import ReplicateData, fold_splits, replicate_data
@@ -100,10 +100,11 @@ class Plan:
                 if n not in explainers:
                     raise UserError(f"{where}: explainer_params.{n}: {n!r} is not an explainer of this model ({', '.join(sorted(explainers))})")
             used_explainers |= set(explainers)
-            layers = ref.layers or config.grid.layers
-            cells = expand(ref.label, names, layers, ref.thresholds or config.thresholds(), config.grid.perturbations, self.metrics, src)
+            per = layers_of(explainers, names, ref.layers or config.grid.layers, f"{where}" if ref.layers else f"{src}: grid")
+            cells = expand(ref.label, names, per, ref.thresholds or config.thresholds(), config.grid.perturbations, self.metrics, src)
             if sanity or config.run.sanity:
-                cells += [Cell(ref.label, e, l, "", "", sanity_check.METRIC) for e in names for l in layers]
+                cells += [Cell(ref.label, e, l, "", "", sanity_check.METRIC) for e in names for l in per[e]]
+            layers = tuple(dict.fromkeys(l for n in names for l in per[n]))
             self.models.append(ModelPlan(ref, plugin, explainers, names, layers, cells))
         for n in config.explainer_params:
             if n not in used_explainers:

@@ -3,7 +3,9 @@
 An explainer class has a ``name``, a ``needs`` (:class:`xaibench.passes.Pass` flags) and an
 ``explain(ctx)`` method that returns a raw map [B, h, w] for one layer. A class attribute
 ``normalize = False`` marks maps that are already in [0, 1] and must not be min-max scaled
-(probabilities); they are only resized. It never installs hooks
+(probabilities); they are only resized. A class attribute ``explains = "input"`` marks a pixel
+attribution, which explains the input rather than a layer: a grid gives it one cell, layer
+``input``, whatever its layers axis says. It never installs hooks
 and never touches the model: everything comes through the :class:`ExplainContext`. The engine
 then applies ReLU, per-image min-max scaling and resizing to the input (see
 :func:`xaibench.heatmaps.normalize`). Constructor keyword arguments are the explainer's
@@ -39,6 +41,11 @@ class ExplainContext:
     ``activations`` [N, K, h, w] (row n belongs to image idx[n]).
     explain(name): another registered explainer's normalised map [B, H, W] for this batch and
     layer (for composites; shared with the grid, computed once).
+    input_gradients: d(score)/d(images) [B, C, H, W] from the shared backward (``Pass.INPUT_GRADIENTS``).
+    scorer: the target score as a differentiable module, ``scorer(inputs, idx) -> [N]``
+    (:class:`xaibench.capture.Scorer`; ``Pass.MODEL_PASSES``), for Captum and other
+    attribution libraries; call it on at most ``chunk_size`` rows at a time.
+    chunk_size: ``[run] chunk_size``, the most rows one forward should carry.
     """
 
     images: torch.Tensor
@@ -52,6 +59,9 @@ class ExplainContext:
     tail_scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     explain: Callable[[str], torch.Tensor]
     ground_truth: torch.Tensor | None = None
+    input_gradients: torch.Tensor | None = None
+    scorer: torch.nn.Module | None = None
+    chunk_size: int = 16
 
 
 @runtime_checkable
@@ -60,6 +70,15 @@ class Explainer(Protocol):
     needs: ClassVar[Pass]
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor: ...
+
+
+#: the layer of an explainer that explains the input (a pixel attribution): its one grid cell
+INPUT_LAYER = "input"
+
+
+def explains_input(explainer: object) -> bool:
+    """Whether an explainer (class or instance) explains the input, not a layer."""
+    return getattr(explainer, "explains", "layer") == INPUT_LAYER
 
 
 def params_key(explainer: object) -> str:

@@ -68,7 +68,8 @@ class LoadedModel:
         """Module path of ``layer``: an alias, a module path, or a module of this model.
 
         ``"output"`` names the model's output (the root module, path ``""``), for explainers
-        such as ``model_output`` that read no inner layer. ``"mean(a, b, ...)"`` is a fused
+        such as ``model_output`` that read no inner layer; ``"input"`` names the input image
+        (path ``"input"``), the one layer of a pixel attribution. ``"mean(a, b, ...)"`` is a fused
         layer: the mean of the normalised maps at layers a, b, ... (each resolved the same way;
         the mean is not re-scaled, as ECSPLAIN averages its per-layer CAMs),
         returned as ``"mean(path_a,path_b,...)"``.
@@ -82,6 +83,8 @@ class LoadedModel:
             return "mean(" + ",".join(paths) + ")"
         if layer == "output":
             return ""
+        if layer == "input":  # the input image: what a pixel attribution explains
+            return "input"
         if isinstance(layer, nn.Module):
             for path, mod in self.module.named_modules():
                 if mod is layer:
