@@ -28,7 +28,7 @@ from xaibench.contracts import check_sample, check_scores, check_unchanged, clas
 from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError
 from xaibench.evaluation import LENT
-from xaibench.explainers.fitting import FitContext, fit_explainers, trains
+from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader, trains
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.metrics.base import MetricContext
 from xaibench.models.base import LoadedModel, weights_hash
@@ -122,7 +122,7 @@ def check_explainer(
     explainer that reads no layer). An explainer with a network of its own (``fit``, and any
     base that has one) is fitted first on ``dataset`` (default: a :class:`TinyDataset` of the
     images' size) in a temporary cache, twice: the second ``fit`` must load what the first
-    cached and return the same identity.
+    cached and return the same identity; its ``ctx.load_model`` loads the installed model plugins.
     """
     inst = _instance(cls, params, "explainers")
     model = model or tiny_unet()
@@ -163,7 +163,10 @@ def _fit(explainers: dict[str, Any], model: LoadedModel, dataset: Any) -> tuple[
     if not any(trains(e) for e in explainers.values()):
         return explainers, {}
     with tempfile.TemporaryDirectory() as tmp:
+        from xaibench.plugins import load_registry
+
         ctx = FitContext(dataset=dataset, dataset_key="xaibench.testing", cache_dir=Path(tmp), show_progress=False, model=model)
+        ctx.load_model = model_loader(load_registry(), ctx, ctx.seed)  # a segmenter model plugin (segx) trains here too
         try:
             fitted, first, _ = fit_explainers(explainers, ctx)
             _, again, _ = fit_explainers(explainers, ctx)

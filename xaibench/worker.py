@@ -21,7 +21,7 @@ from xaibench.config import Config
 from xaibench.contracts import check_sample
 from xaibench.errors import UserError
 from xaibench.evaluation import evaluate_batch
-from xaibench.explainers.fitting import FitContext, fit_explainers
+from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader
 from xaibench.grid import Cell
 from xaibench.hashing import stable_hash
 from xaibench.heatmaps import BatchMaps, HeatmapEngine
@@ -65,7 +65,10 @@ class BatchWorker:
         self.load_s = time.perf_counter() - t
         self.layer_paths = {l: self.model.resolve_layer(l) for l in self.mp.layers}
         # explainers with a network of their own train it on this replicate's training images
-        fit = FitContext(**vars(ctx), seed=data.replicate.seed, model=self.model, title=f"for {self.mp.ref.label}{self.replicate_suffix}")
+        # (and one whose network is a model plugin, segx's segmenter, loads it as the models are)
+        seed = data.replicate.seed
+        load_model = model_loader(plan.registry, ctx, seed)
+        fit = FitContext(**vars(ctx), seed=seed, model=self.model, title=f"for {self.mp.ref.label}{self.replicate_suffix}", load_model=load_model)
         self.explainers, self.fitted, self.fit_s = fit_explainers(self.mp.explainers, fit)
         run = self.config.run
         self.engine = HeatmapEngine(

@@ -15,16 +15,30 @@ replicate's explainers on the driver first, like it trains models).
 of the network): it is part of the heatmap cache key, so maps of another fold's network are
 never served. An explainer that has ``fit`` and was not fitted (``xaibench.explain``) raises a
 user error that says so.
+
+An explainer whose parameters decide whether it has a network at all (``segx`` trains nothing
+unless ``mask = "segmenter"``) keeps ``fit`` and says so per instance with an attribute or
+property ``trains_network`` (a bool): :func:`trains` is ``fit`` callable *and*
+``trains_network`` true (true where it is not defined; on a class, a property counts as true).
+An instance with ``trains_network`` false is never fitted and needs no fit to explain.
+
+An explainer whose network is a *model plugin* (a separate segmentation model) loads it with
+``ctx.load_model(name, params)``: the registered model plugin ``name`` instantiated with
+``params`` and the replicate's seed, then ``load``-ed on the replicate's training data (the
+plugin trains on first use and caches by its own config hash, as for the explained models).
+It returns the :class:`~xaibench.models.base.LoadedModel`, whose ``identity`` (its weights'
+hash) belongs in what ``fit`` returns. ``load_model`` is None where no runner filled it.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
+from xaibench.config import instantiate
 from xaibench.contracts import origin
 from xaibench.errors import UserError
 from xaibench.models.training import LoadContext
@@ -34,17 +48,34 @@ from xaibench.models.training import LoadContext
 class FitContext(LoadContext):
     """What an explainer's ``fit`` receives: a model plugin's :class:`LoadContext` (dataset,
     dataset_key, device, cache_dir, show_progress) plus the replicate's training ``seed``, the
-    explained ``model`` (a :class:`~xaibench.models.base.LoadedModel`) and a ``title`` for
-    progress bars (explainer, model and replicate)."""
+    explained ``model`` (a :class:`~xaibench.models.base.LoadedModel`), a ``title`` for
+    progress bars (explainer, model and replicate) and ``load_model(name, params)``, which
+    loads a registered model plugin on this replicate's data (see the module docstring)."""
 
     seed: int = 0
     model: Any = None
     title: str = ""
+    load_model: Callable[[str, dict], Any] | None = None
 
 
 def trains(explainer: object) -> bool:
-    """Whether an explainer (class or instance) has a network of its own to fit."""
-    return callable(getattr(explainer, "fit", None))
+    """Whether an explainer (class or instance) has a network of its own to fit: it defines
+    ``fit`` and does not opt out with ``trains_network`` false."""
+    return callable(getattr(explainer, "fit", None)) and bool(getattr(explainer, "trains_network", True))
+
+
+def model_loader(registry: Any, ctx: LoadContext, seed: int) -> Callable[[str, dict], Any]:
+    """``load_model(name, params)`` for a :class:`FitContext`: model plugin ``name`` of
+    ``registry`` built from ``params`` (its ``seed`` parameter gets ``seed`` unless set) and
+    loaded with ``ctx``'s data, device and cache. Its user errors name the model, not the
+    explainer: the explainer that calls it says which of its parameters chose the model."""
+    load_ctx = LoadContext(**{f.name: getattr(ctx, f.name) for f in fields(LoadContext)})
+
+    def load_model(name: str, params: dict) -> Any:
+        plugin = instantiate(registry.get("models", name), dict(params), f"model {name!r}", seed)
+        return plugin.load(load_ctx)
+
+    return load_model
 
 
 def fit_explainers(explainers: Mapping[str, object], ctx: FitContext) -> tuple[dict[str, object], dict[str, str], float]:
