@@ -20,7 +20,7 @@ from xaibench.cache import HeatmapCache, code_fingerprint, heatmap_key, image_ke
 from xaibench.capture import PassCounter, Scorer, forward_replacing, shared_pass
 from xaibench.contracts import check_map, lent, origin
 from xaibench.errors import UserError
-from xaibench.explainers.base import INPUT_LAYER, ExplainContext, params_key
+from xaibench.explainers.base import INPUT_LAYER, ExplainContext, explains_input, params_key
 from xaibench.explainers.fitting import trains, unfitted_error
 from xaibench.models.base import LoadedModel, fused_parts
 from xaibench.passes import Pass
@@ -109,13 +109,18 @@ class HeatmapEngine:
             if name not in self.explainers:
                 raise UserError(f"explainer {name!r} is used by {stack[-1]!r} but not instantiated")
             for base in getattr(self.explainers[name], "composes", ()):
-                add((base, layer), stack + (name,))
+                add((base, self._layer_of(base, layer)), stack + (name,))
             if pair not in out:
                 out.append(pair)
 
         for p in pairs:
             add(p)
         return out
+
+    def _layer_of(self, name: str, layer: str) -> str:
+        """The layer at which a composite's base ``name`` is read: ``layer``, or ``input`` for
+        a pixel attribution (so its map is the one the grid has, computed once)."""
+        return INPUT_LAYER if name in self.explainers and explains_input(self.explainers[name]) else layer
 
     def _describe(self, name: str) -> str:
         """What makes an explainer's maps what they are: its class, version, parameters, and
@@ -247,7 +252,7 @@ class HeatmapEngine:
                 return self._scores(tail_logits, acts, idx, tgt, tail=True)
 
             def explain_other(other: str, layer=layer) -> torch.Tensor:
-                return maps[(other, layer)].clone()  # a copy: the map is cached and shared
+                return maps[(other, self._layer_of(other, layer))].clone()  # a copy: the map is cached and shared
 
             ctx = _context(explainer, name, images, layer, captured, tgt, keys, masked_scores, tail_scores, explain_other, ground_truth)
             ctx.chunk_size = self.chunk_size

@@ -235,3 +235,13 @@ def test_a_layer_explainer_at_the_input_is_a_user_error(unet, tiny_images):
 def test_pixel_attributions_are_given_once_under_every_layer(unet, tiny_images):
     counter_maps = xaibench.explain(unet, tiny_images, ["saliency", "grad_cam"], ["decoder.blocks.1", "decoder.blocks.2"])
     assert torch.equal(counter_maps[("saliency", "decoder.blocks.1")], counter_maps[("saliency", "decoder.blocks.2")])
+
+
+def test_a_composite_reads_a_pixel_attribution_at_the_input_computed_once(unet, tiny_images):
+    from xaibench.explainers.masks import MaskOr
+
+    counter = PassCounter()
+    engine = _engine(unet, {"integrated_gradients": IntegratedGradients(n_steps=4), "mask_or": MaskOr(bases=["integrated_gradients"], thresholds=[0.5])}, 64, counter)
+    out = engine.run(tiny_images, [LAYER], pairs=[("integrated_gradients", "input"), ("mask_or", LAYER)])
+    assert engine.computed.count(("integrated_gradients", "input")) == 1 and len(engine.computed) == 2
+    torch.testing.assert_close(out.maps[("mask_or", LAYER)], (out.maps[("integrated_gradients", "input")] >= 0.5).float())
