@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -29,6 +30,18 @@ def tiny_unet():
 
     torch.manual_seed(0)
     return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=[16, 8, 4], classes=1).eval()
+
+
+def perturbed_copy(model, scale: float = 0.05, seed: int = 3):
+    """A copy of ``model`` with its weights moved off the initialisation (seeded), so gradients
+    and activations are not degenerate; the copy also keeps an oracle's side effects (parameter
+    gradients, swapped modules) off the shared fixture."""
+    g = torch.Generator().manual_seed(seed)
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return m
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from captum import attr as ca
 from torch import nn
 
 import xaibench
+from tests.conftest import perturbed_copy
 from xaibench.cache import image_key
 from xaibench.capture import PassCounter
 from xaibench.errors import UserError
@@ -40,12 +41,7 @@ class Classifier(nn.Module):
 
 @pytest.fixture(scope="module")
 def unet(tiny_unet):
-    g = torch.Generator().manual_seed(3)
-    m = copy.deepcopy(tiny_unet)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return m.eval()
+    return perturbed_copy(tiny_unet).eval()
 
 
 def _without_inplace(model):

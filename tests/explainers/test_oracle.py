@@ -1,7 +1,5 @@
 """Every method pytorch-grad-cam 1.5.7 also has gives the same maps (to 1e-5) on a small smp U-Net."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,7 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # n
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
 
 import xaibench  # noqa: E402
+from tests.conftest import perturbed_copy  # noqa: E402
 from xaibench.explainers.eigen_cam import first_component_projection  # noqa: E402
 from xaibench.heatmaps import normalize  # noqa: E402
 
@@ -27,13 +26,8 @@ LAYERS = ["decoder.blocks.2", "decoder.blocks.1"]
 
 @pytest.fixture(scope="module")
 def trained_like(tiny_unet):
-    # perturb the weights away from init so gradients and activations are not degenerate
-    g = torch.Generator().manual_seed(3)
-    m = copy.deepcopy(tiny_unet)  # pytorch-grad-cam's backward leaves parameter gradients on the model it gets
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return m
+    # pytorch-grad-cam's backward leaves parameter gradients on the model it gets: a copy
+    return perturbed_copy(tiny_unet)
 
 
 @pytest.fixture(scope="module")
