@@ -35,6 +35,12 @@ SIGNS = ("positive", "absolute")
 BASELINES = ("zero", "blur", "image_mean")
 
 
+def check_sign(name: str, sign: str) -> str:
+    if sign not in SIGNS:
+        raise UserError(f"{name}: sign = {sign!r} is not one of {', '.join(map(repr, SIGNS))}")
+    return sign
+
+
 def reduce_channels(attribution: torch.Tensor, sign: str) -> torch.Tensor:
     """A map [B, H, W] from an attribution [B, C, H, W]: the channel sum, or its magnitude."""
     total = attribution.sum(dim=1)
@@ -82,9 +88,7 @@ class _Attribution:
     needs = Pass.MODEL_PASSES
 
     def __init__(self, sign: str = "positive"):
-        if sign not in SIGNS:
-            raise UserError(f"{self.name}: sign = {sign!r} is not one of {', '.join(map(repr, SIGNS))}")
-        self.sign = sign
+        self.sign = check_sign(self.name, sign)
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor:
         with torch.enable_grad(), quiet():

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from xaibench.explainers.attribution import SIGNS, guided_backprop, quiet, reduce_channels
-from xaibench.errors import UserError
+from xaibench.explainers.attribution import check_sign, guided_backprop, quiet, reduce_channels
 from xaibench.explainers.base import ExplainContext
+from xaibench.explainers.gradient import GradCAM
 from xaibench.passes import Pass
 
 
@@ -23,14 +23,11 @@ class GuidedGradCAM:
     needs = Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.MODEL_PASSES
 
     def __init__(self, sign: str = "positive"):
-        if sign not in SIGNS:
-            raise UserError(f"{self.name}: sign = {sign!r} is not one of {', '.join(map(repr, SIGNS))}")
-        self.sign = sign
+        self.sign = check_sign(self.name, sign)
         self._memo: tuple[tuple, torch.Tensor] | None = None  # the last batch's Guided Backprop
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor:
-        a, g = ctx.activations, ctx.gradients
-        cam = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True).clamp_min(0)
+        cam = GradCAM().explain(ctx)[:, None].clamp_min(0)  # the raw Grad-CAM of the shared pass
         cam = F.interpolate(cam, size=tuple(ctx.images.shape[-2:]), mode="nearest")
         return reduce_channels(self._guided(ctx) * cam, self.sign)
 
