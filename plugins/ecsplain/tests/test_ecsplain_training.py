@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchmetrics.functional.classification import binary_auroc
 from xaibench_ecsplain.cams import multilayer_cam
 from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.model import ADAM, Ecsplain
@@ -12,14 +13,13 @@ from xaibench.plugin import LoadContext, UserError
 
 
 def _cam_error(plugin, model, samples):
-    """MSE of the fused CAM against the masks (all tiles) and its IoU at 0.5 (tiles with a mask)."""
+    """MSE of the fused CAM against the masks, and how well it ranks mask pixels above the rest
+    (AUROC over all pixels: threshold-free, so a CAM that is right but scaled low still counts)."""
     x = torch.stack([s.image for s in samples])
     mask = torch.stack([s.mask for s in samples]).float()
     cam = multilayer_cam(model, x, plugin.cam_paths(), plugin.cam_type)[0][:, 0]
     mse = float((cam - mask).pow(2).mean())
-    b, m = cam >= 0.5, mask > 0
-    iou = (b & m).flatten(1).sum(1) / (b | m).flatten(1).sum(1).clamp_min(1)
-    return mse, float(iou[m.flatten(1).any(1)].mean())
+    return mse, float(binary_auroc(cam.flatten(), mask.flatten().long()))
 
 
 def _ctx(dataset, tmp_path):
@@ -29,19 +29,21 @@ def _ctx(dataset, tmp_path):
 def test_cam_loss_moves_the_cam_towards_the_mask(tmp_path):
     data = InsarMovingAreas(size=32, n_train=12, n_test=0, positive_fraction=0.75, seed=11)
     tiles = list(data.split("train"))
-    common = dict(cam_type="grad_cam", width=8, cam_layers=["c1", "conv2"], nb_epochs=30, batch_size=6, lr=3e-3, seed=0, augment=False)
+    common = dict(cam_type="grad_cam", width=8, cam_layers=["c1", "conv2"], nb_epochs=60, batch_size=6, lr=3e-3, seed=0, augment=False)
 
     plugin = Ecsplain(**common)
     untrained = plugin.build(2).eval()
     constrained = Ecsplain(wSegm=1.0, segLoss="BCE", **common).load(_ctx(data, tmp_path)).module
     classifier_only = Ecsplain(wSegm=0.0, **common).load(_ctx(data, tmp_path)).module
 
-    mse0, iou0 = _cam_error(plugin, untrained, tiles)
-    mse1, iou1 = _cam_error(plugin, constrained, tiles)
-    mse_cls, iou_cls = _cam_error(plugin, classifier_only, tiles)
-    # same tiles, same initial weights (measured: MSE 0.03 vs 0.14 / 0.15, IoU 0.54 vs 0.08 / 0.04)
-    assert mse1 < 0.5 * mse0 and mse1 < 0.5 * mse_cls, (mse1, mse0, mse_cls)
-    assert iou1 > 0.3 and iou1 > 2 * max(iou0, iou_cls), (iou1, iou0, iou_cls)
+    mse0, auc0 = _cam_error(plugin, untrained, tiles)
+    mse1, auc1 = _cam_error(plugin, constrained, tiles)
+    mse_cls, auc_cls = _cam_error(plugin, classifier_only, tiles)
+    # same tiles, same initial weights. Measured on an AVX2 CPU for training seeds 0-3: MSE
+    # 0.03-0.06 vs 0.12-0.17, AUROC 0.93-0.99 vs 0.45-0.74. An IoU at a fixed 0.5 was tried
+    # first and is not robust: at 30 epochs it ranged 0.0-0.54 across CPU types and seeds.
+    assert mse1 < 0.6 * min(mse0, mse_cls), (mse1, mse0, mse_cls)
+    assert auc1 > 0.85 and auc1 > max(auc0, auc_cls) + 0.15, (auc1, auc0, auc_cls)
 
 
 def test_load_trains_once_and_caches_by_config(tmp_path, tiny_insar):
