@@ -37,3 +37,11 @@ def test_merged_runs_have_one_line_each_and_the_raw_commands():
     assert "| tiny |" in section and "| theirs |" in section
     assert "--all" not in section
     assert "xaibench leaderboard runs/tiny runs/theirs --output leaderboard/merged.md" in section
+
+
+def test_the_cpu_is_shown_beside_the_device_and_old_footers_without_it_still_read():
+    prov = Provenance("t", [_facts(cpu="AMD EPYC, AVX2")])
+    section = provenance.render(prov, Path("leaderboard/tiny.md"))
+    assert "| cpu (AMD EPYC, AVX2) |" in section and provenance.read(section) == prov
+    old = section.replace(', "cpu": "AMD EPYC, AVX2"', "")
+    assert '"cpu": "AMD' not in old and provenance.read(old).runs[0].cpu == ""

@@ -81,3 +81,19 @@ def test_index_without_markers_is_a_user_error(tmp_path, monkeypatch, capsys):
     assert main(["leaderboard", "--index"]) == 2
     err = capsys.readouterr().err
     assert "has no index markers" in err and Path("leaderboard/README.md").read_text() == "# no markers\n"
+
+
+def test_a_check_on_another_cpu_type_says_so_without_making_the_file_stale(tmp_path):
+    from tests.test_provenance import _facts
+    from xaibench.staleness import Comparison
+
+    def board(cpu):
+        return "# b\n\n" + provenance.render(provenance.Provenance("b", [_facts(cpu=cpu)]), tmp_path / "b.md")
+
+    src = regenerate.Source(tmp_path / "b.md", board("Intel Xeon, AVX512"), provenance.read(board("Intel Xeon, AVX512")), "b", [])
+    hints = regenerate._cpu_hints(src, board("AMD EPYC, AVX2"))
+    assert len(hints) == 1 and "'Intel Xeon, AVX512'" in hints[0] and "'AMD EPYC, AVX2'" in hints[0]
+    assert regenerate._cpu_hints(src, board("Intel Xeon, AVX512")) == []
+    assert not Comparison(hints=hints).stale
+    stale = Comparison(notes=["config hash moved"], hints=hints)
+    assert "  note: run 'tiny' was committed on CPU" in stale.report("b.md", 1e-4)

@@ -37,6 +37,7 @@ class RunFacts:
     finished: str
     description: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    cpu: str = ""  #: the host's CPU model and torch's vector capability ("" in files made before it was recorded)
 
     def plugins(self) -> dict[str, str]:
         """The versions of the plugin distributions the run used (everything but xaibench and its stack)."""
@@ -73,6 +74,7 @@ def run_facts(run_dir: Path, manifest: dict, output: Path | None, config_path: P
         finished=manifest.get("finished") or "",
         description=config.get("description", ""),
         versions=dict(manifest.get("versions", {})),
+        cpu=manifest.get("cpu", ""),
     )
 
 
@@ -94,6 +96,10 @@ def commands(output: Path | None, runs: list[RunFacts], title: str) -> list[str]
     return lines
 
 
+def _device(r: RunFacts) -> str:
+    return f"{r.device or '–'} ({r.cpu})" if r.cpu else (r.device or "–")
+
+
 def render(prov: Provenance, output: Path | None) -> str:
     """The ``## Provenance`` section (readable table, commands, and the JSON comment)."""
     rows = []
@@ -102,7 +108,7 @@ def render(prov: Provenance, output: Path | None) -> str:
         plugins = ", ".join(f"{k} {v}" for k, v in sorted(r.plugins().items())) or "–"
         rows.append(
             f"| {r.name} | {r.benchmark} | {config} | `{r.config_hash[:12]}` | {r.versions.get('xaibench', '–')} | {plugins} | "
-            f"{r.versions.get('torch', '–')} | {r.device or '–'} | {r.finished or '–'} |"
+            f"{r.versions.get('torch', '–')} | {_device(r)} | {r.finished or '–'} |"
         )
     header = "| run | benchmark | config | config hash | xaibench | plugins | torch | device | finished |"
     payload = json.dumps({"format": 1, "title": prov.title, "runs": [asdict(r) for r in prov.runs]}, sort_keys=True).replace("-->", "--\\u003e")

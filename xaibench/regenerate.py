@@ -106,6 +106,7 @@ def check(src: Source, runs: Path, tolerance: float = staleness.TOLERANCE, show_
     text = render_runs(run_dirs, src.path, src.title, [c for _, c in src.runs])
     comparison = staleness.compare(src.text, text, tolerance)
     comparison.notes += _provenance_notes(src, text)
+    comparison.hints += _cpu_hints(src, text)
     return Outcome(src.path, comparison, text, run_dirs, time.perf_counter() - t0)
 
 
@@ -118,6 +119,21 @@ def _provenance_notes(src: Source, text: str) -> list[str]:
         if a.config_hash != b.config_hash:
             notes.append(f"config hash of run {a.name!r} {a.config_hash[:12]} -> {b.config_hash[:12]} ({b.config} changed)")
     return notes
+
+
+def _cpu_hints(src: Source, text: str) -> list[str]:
+    """A run whose committed numbers came from another CPU type: models trained there can differ
+    beyond the printed digits (other vector kernels), so such a check compares machines, not code."""
+    if src.provenance is None:
+        return []
+    hints = []
+    for a, b in zip(src.provenance.runs, provenance.read(text).runs):
+        if a.cpu != b.cpu:
+            hints.append(
+                f"run {a.name!r} was committed on CPU {a.cpu or '(not recorded)'!r} and regenerated on {b.cpu!r}; numbers of trained "
+                "models can move between CPU types, so regenerate the file (--all) on the machine type that checks it"
+            )
+    return hints
 
 
 def write(outcome: Outcome) -> None:

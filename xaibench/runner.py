@@ -50,6 +50,20 @@ def _versions(registry: Registry, used: Iterable[tuple[str, str]]) -> dict[str, 
     return out
 
 
+def host_cpu() -> str:
+    """The CPU model and the vector instructions torch's kernels use (e.g. ``AMD EPYC, AVX2``):
+    trained models, and so committed numbers, can differ between CPU types."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 @dataclass
 class ModelPlan:
     """One model of the benchmark: its plugin instance, explainers, layers and cells."""
@@ -273,6 +287,7 @@ def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, c
         "source": config.source,
         "seed": config.seed,
         "device": str(dev),
+        "cpu": host_cpu(),
         "versions": _versions(registry, p.used),
         "timings": timings,
         "passes": vars(counter),

@@ -35,6 +35,7 @@ class Change:
 class Comparison:
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  #: provenance differences that make the file stale
+    hints: list[str] = field(default_factory=list)  #: what may explain a stale file (shown, not a reason)
 
     @property
     def stale(self) -> bool:
@@ -60,6 +61,7 @@ class Comparison:
             shown += max(len(c.old), len(c.new))
         if moved > shown:
             out.append(f"  ... and {moved - shown} more line(s)")
+        out += [f"  note: {h}" for h in self.hints]
         return "\n".join(out)
 
 
