@@ -86,6 +86,15 @@ def test_masks_are_plausible():
         assert n <= 4
 
 
+def test_empty_every_sets_the_image_level_negatives_and_keeps_the_other_tiles():
+    default, balanced = Rooftops(size=32, n_test=16), Rooftops(size=32, n_test=16, empty_every=2)
+    assert [s.label for s in balanced.split("test")] == [1, 0] * 8
+    assert [s.label for s in default.split("test")] == ([1] * 7 + [0]) * 2
+    for i in (0, 2, 4):  # a tile with buildings in both is the same tile
+        assert torch.equal(default.split("test")[i].image, balanced.split("test")[i].image)
+    assert repr(default).endswith("seed=0)") and repr(balanced).endswith("empty_every=2)")
+
+
 def test_different_seeds_and_splits_differ():
     a = Rooftops(size=64, n_train=2, n_test=2, seed=0)
     b = Rooftops(size=64, n_train=2, n_test=2, seed=1)
@@ -150,6 +159,7 @@ def test_channel_mean():
         ({"n_train": -1}, "n_train"),
         ({"n_test": 2.5}, "n_test"),
         ({"seed": -1}, "seed"),
+        ({"empty_every": 1}, "empty_every"),
     ],
 )
 def test_bad_config_values(kwargs, key):

@@ -9,7 +9,8 @@ roofs. The mask is 1 on roof pixels and 0 elsewhere (shadows and roads are backg
 Tile ``i`` of a split is a pure function of ``(seed, split, i, size)``: its random generator is
 ``np.random.default_rng([seed, split_index, i])``, so samples do not depend on access order or
 on the other constructor arguments. Tiles are generated lazily and memoised. Every eighth tile
-(``i % 8 == 7``) has no building, so each split has image-level negatives (``label`` 0).
+(``i % 8 == 7``; ``empty_every`` sets the 8) has no building, so each split has image-level
+negatives (``label`` 0); ``empty_every = 2`` balances the labels for a classifier.
 """
 
 from __future__ import annotations
@@ -255,12 +256,15 @@ class Rooftops:
         n_val: int = 16,
         n_test: int = 16,
         seed: int = 0,
+        empty_every: int = 8,
     ) -> None:
         """
         size: tile side in pixels, a positive multiple of 32.
         n_train, n_val, n_test: number of tiles per split (>= 0).
-        seed: non-negative integer; tiles depend only on (seed, split, index, size).
+        seed: non-negative integer; tiles depend only on (seed, split, index, size, empty_every).
+        empty_every: tile ``i`` has no building when ``i % empty_every == empty_every - 1`` (>= 2).
         """
+        self.empty_every = _check_int("empty_every", empty_every, 2)
         self.size = _check_int("size", size, 32, multiple_of=32)
         self.seed = _check_int("seed", seed, 0)
         self._lengths = {
@@ -275,7 +279,8 @@ class Rooftops:
         n = self._lengths
         return (
             f"Rooftops(size={self.size}, n_train={n['train']}, n_val={n['val']}, "
-            f"n_test={n['test']}, seed={self.seed})"
+            f"n_test={n['test']}, seed={self.seed}"
+            + (f", empty_every={self.empty_every})" if self.empty_every != 8 else ")")
         )
 
     def render(self, split: str, i: int) -> Tile:
@@ -285,7 +290,7 @@ class Rooftops:
         """
         split_index = self._split_index(split)
         rng = np.random.default_rng([self.seed, split_index, int(i)])
-        n_buildings = 0 if i % 8 == 7 else int(rng.integers(1, 5))
+        n_buildings = 0 if i % self.empty_every == self.empty_every - 1 else int(rng.integers(1, 5))
         return render_tile(rng, self.size, n_buildings)
 
     def _split_index(self, name: str) -> int:
