@@ -277,6 +277,19 @@ def _fresh_map_names(p: Plan, patterns: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def _gallery_extras(explainers: dict[str, Any], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The images explainers make for the gallery (``gallery_image``), each shown once: a second
+    explainer with the same image (e.g. SegX variants sharing a segmenter) adds no column."""
+    extras: dict[str, torch.Tensor] = {}
+    for name, e in explainers.items():
+        make = getattr(e, "gallery_image", None)
+        if callable(make):
+            image = make(images)
+            if not any(x.shape == image.shape and torch.equal(x, image) for x in extras.values()):
+                extras[f"{name}:\n{getattr(e, 'gallery_title', 'its image')}"] = image
+    return extras
+
+
 def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, counter: PassCounter, data: list[ReplicateData], rows: int | None) -> dict:
     folds = {d.replicate.fold_label: [s.image_id for s in d.samples] for d in data if d.replicate.fold is not None}
     return {
@@ -372,6 +385,6 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
                 paths = worker.layer_paths
                 named = {(e, l): result.maps.maps[(e, paths[l])] for e in worker.mp.explainer_names for l in worker.mp.layers if (e, paths[l]) in result.maps.maps}
                 images = torch.stack([s.image for s in batch])
-                extras = {f"{name}:\n{getattr(e, 'gallery_title', 'its image')}": e.gallery_image(images) for name, e in worker.explainers.items() if callable(getattr(e, "gallery_image", None))}
+                extras = _gallery_extras(worker.explainers, images)
                 plots.gallery(images, torch.stack([s.mask for s in batch]), named, gallery, extras=extras)
             bar.update(task, advance=len(unit.sample_indices))

@@ -122,6 +122,19 @@ def test_top_percent_never_keeps_pixels_outside_the_mask():
     assert int(out.sum()) == 2 * SIZE and torch.equal(out[0, :2], torch.ones(2, SIZE))
 
 
+def test_the_gallery_shows_the_segmenter_mask_once_for_variants_that_share_it():
+    from xaibench.runner import _gallery_extras
+
+    assert SegX().gallery_image is None and SegX(mask="segmenter", segmenter="s").gallery_image is None  # nothing to show unfitted
+    half = ConstantSegmenter([-3.0, 3.0])  # two classes: the foreground (last channel) everywhere
+    a, b, empty = _fitted(half), _fitted(half), _fitted(ConstantSegmenter(-20.0))
+    images = torch.rand(2, 3, SIZE, SIZE)
+    assert torch.equal(a.gallery_image(images), torch.ones(2, 1, SIZE, SIZE))
+    extras = _gallery_extras({"segx:a": a, "segx:b": b, "segx:empty": empty, "grad_cam": SegX()}, images)
+    assert list(extras) == ["segx:a:\nsegmenter mask", "segx:empty:\nsegmenter mask"]
+    assert torch.equal(extras["segx:empty:\nsegmenter mask"], torch.zeros(2, 1, SIZE, SIZE))
+
+
 def test_only_the_segmenter_mode_trains_and_the_unfitted_instance_pickles():
     assert not trains(SegX()) and not trains(SegX(mask="ground_truth")) and trains(SegX)
     e = SegX(mask="segmenter", segmenter="smp_unet", segmenter_params={"epochs": 1})

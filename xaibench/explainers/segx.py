@@ -112,6 +112,28 @@ class SegX:
         self._segmenter = segmenter
         return f"segmenter {self.segmenter}:{segmenter.identity}"
 
+    gallery_title = "segmenter mask"
+
+    @property
+    def gallery_image(self):
+        """In the segmenter mode, once fitted: ``images [B, C, H, W] -> [B, 1, H, W]``, the
+        segmenter's foreground mask (its last channel's probability > ``mask_threshold``; the
+        explained class's channel for a binary task), which the run's gallery shows."""
+        return self._foreground_mask if self.mask == "segmenter" and hasattr(self, "_segmenter") else None
+
+    def _foreground_mask(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self._logits(images, max(1, images.shape[0]))
+        return (probabilities(logits.float())[:, -1:] > self.mask_threshold).float().to(images.device)
+
+    def _logits(self, images: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        segmenter = self._segmenter
+        outs = []
+        for s in range(0, images.shape[0], chunk_size):
+            out = segmenter.module(images[s : s + chunk_size].to(segmenter.device))
+            outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+        return torch.cat(outs)
+
     def explain(self, ctx: ExplainContext) -> torch.Tensor:
         base = ctx.explain(self.base)
         region = self._region(ctx, tuple(base.shape[-2:])).to(base.device)
@@ -139,11 +161,7 @@ class SegX:
             raise UserError("segx: mask = 'segmenter' was not fitted; run it in a benchmark (xaibench run)")
         device = segmenter.device
         with torch.no_grad():
-            outs = []
-            for s in range(0, ctx.images.shape[0], max(1, ctx.chunk_size)):
-                out = segmenter.module(ctx.images[s : s + ctx.chunk_size].to(device))
-                outs.append(out[0] if isinstance(out, (tuple, list)) else out)
-            logits = torch.cat(outs)
+            logits = self._logits(ctx.images, max(1, ctx.chunk_size))
         if logits.ndim != 4:
             raise UserError(f"segx: segmenter {self.segmenter!r} gives outputs of shape {tuple(logits.shape)}, a classifier's; the mask needs [B, C, H, W] logits")
         probs = probabilities(logits.float())
