@@ -152,7 +152,9 @@ def _cmd_validate(args) -> int:
     for m in p.models:
         print(
             f"  {m.ref.label} ({m.ref.name}): {len(m.explainer_names)} explainers x layers [{', '.join(m.layers)}] x "
-            f"{len(config.thresholds())} thresholds x {len(config.grid.perturbations)} perturbations, {len(p.metrics)} metrics "
+            f"{len(config.thresholds())} thresholds"
+            + (f" x {len(config.grid.perturbations)} perturbations" if config.grid.perturbations else "")
+            + f", {len(p.metrics)} metrics "
             f"-> {len(m.cells)} cells"
         )
     return 0

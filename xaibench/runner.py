@@ -101,6 +101,7 @@ class Plan:
         self._seeded: dict[tuple[int, int], Any] = {}
         self.replicates = config.replicates()
         used_explainers: set[str] = set()
+        self.loaded_models: set[str] = set()  #: model plugins explainers load for themselves (segx's segmenter)
         for ref in config.models:
             where = f"{src}: [model]" if len(config.models) == 1 else f"{src}: [[models]] {ref.label!r}"
             plugin = instantiate(registry.get("models", ref.name), ref.params, where, config.seed)
@@ -125,7 +126,7 @@ class Plan:
                 raise UserError(f"{src}: [explainer_params.{n}]: {n!r} is not an explainer of this benchmark ({', '.join(sorted(used_explainers))})")
         self.cells = [c for m in self.models for c in m.cells]
         self.used = [("explainers", n) for n in sorted(used_explainers)] + [("metrics", n) for n in self.metrics]
-        self.used += [("datasets", config.dataset.name)] + [("models", m.ref.name) for m in self.models]
+        self.used += [("datasets", config.dataset.name)] + [("models", n) for n in dict.fromkeys([m.ref.name for m in self.models] + sorted(self.loaded_models))]
 
     def _check_seedable(self, cls: type, ref: ModelRef, where: str) -> None:
         """``[run] seeds`` trains every model once per seed, through its ``seed`` parameter."""
@@ -164,6 +165,12 @@ class Plan:
             raise UserError(f"{src}: explainer {stack[-1]!r} (its [explainer_params.{stack[-1]}] bases) uses {name!r}: {exc}") from None
         inst = instantiate(cls, params, where, self.config.seed)
         into[name] = inst
+        for model, model_params in getattr(inst, "loads_models", ()):  # checked now, loaded (trained) when fitted
+            try:
+                instantiate(self.registry.get("models", model), model_params, f"{where}:", self.config.seed)
+            except UserError as exc:
+                raise UserError(f"{where}: {exc}" if not str(exc).startswith(src) else str(exc)) from None
+            self.loaded_models.add(model)
         for base in getattr(inst, "composes", ()):
             self._explainer(into, base, ref, stack + (name,))
 

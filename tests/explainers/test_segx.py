@@ -184,12 +184,22 @@ def test_a_wrong_segmenter_name_params_or_kind_is_a_user_error_naming_segx(tmp_p
         _fitted(Classifier([0.0, 1.0])).explain(_ctx(_base()))
 
 
-def test_validate_exits_2_on_a_bad_segx_parameter(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (("", "mask_threshold = 1.5"), ["segx", "mask_threshold"]),
+        (('segmenter = "smp_unet"', 'segmenter = "smp_unte"'), ["[explainer_params.segx]", "unknown model 'smp_unte'", "Did you mean 'smp_unet'"]),
+        (("epochs = 1, batch_size = 8}", "epoch = 1, batch_size = 8}"), ["[explainer_params.segx]", "unknown key 'epoch' for 'smp_unet'"]),
+    ],
+)
+def test_validate_exits_2_on_a_bad_segx_parameter_or_segmenter_before_anything_trains(change, words, tmp_path, capsys):
+    old, new = change
     cfg = tmp_path / "bad.toml"
-    cfg.write_text(_config("mask_threshold = 1.5"))
+    text = _config()
+    cfg.write_text(text.replace(old, new) if old else _config(new))
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0].startswith("error:") and "segx" in err[0] and "mask_threshold" in err[0]
+    assert len(err) == 1 and err[0].startswith("error:") and all(w in err[0] for w in words), err
 
 
 SEGMENTER = 'segmenter_params = {encoder_depth = 3, decoder_channels = [8, 4, 4], epochs = 1, batch_size = 8}'

@@ -95,6 +95,11 @@ class SegX:
         return (self.base,)
 
     @property
+    def loads_models(self) -> tuple[tuple[str, dict], ...]:
+        """The model plugins ``fit`` loads (name, parameters): the runner checks them before a run."""
+        return ((self.segmenter, self.segmenter_params),) if self.mask == "segmenter" else ()
+
+    @property
     def trains_network(self) -> bool:
         """Only the ``segmenter`` mode has a network of its own (xaibench.explainers.fitting)."""
         return self.mask == "segmenter"
