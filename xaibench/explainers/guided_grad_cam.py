@@ -19,6 +19,8 @@ from xaibench.passes import Pass
 
 
 class GuidedGradCAM:
+    """Guided Grad-CAM (Selvaraju et al. 2017): Guided Backprop times the layer's Grad-CAM, upsampled."""
+
     name = "guided_grad_cam"
     needs = Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.MODEL_PASSES
 
