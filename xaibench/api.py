@@ -16,7 +16,7 @@ from xaibench.config import instantiate
 from xaibench.errors import UserError
 from xaibench.explainers.base import INPUT_LAYER, explains_input
 from xaibench.heatmaps import HeatmapEngine
-from xaibench.models.base import LoadedModel, infer_task
+from xaibench.models.base import LoadedModel, infer_task, logits_of
 from xaibench.plugins import load_registry
 from xaibench.targets import TargetSpec
 
@@ -77,7 +77,7 @@ def explain(
             device = next((p.device for p in module.parameters()), torch.device("cpu"))
             with torch.no_grad():
                 probe = module(images[:1].to(device))
-            loaded = LoadedModel(module=module, task=infer_task(probe[0] if isinstance(probe, (tuple, list)) else probe))
+            loaded = LoadedModel(module=module, task=infer_task(logits_of(probe)))
         given = _as_list(layers)
         paths = [loaded.resolve_layer(l) for l in given]
         labels = [l if isinstance(l, str) else p for l, p in zip(given, paths)]

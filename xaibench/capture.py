@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from xaibench.models.base import logits_of
+
 
 @dataclass
 class Captured:
@@ -64,10 +66,6 @@ def hooked(module: nn.Module, paths: list[str], store: dict[str, Any], replace: 
             h.remove()
 
 
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def shared_pass(
     module: nn.Module,
     images: torch.Tensor,
@@ -91,11 +89,11 @@ def shared_pass(
     if want_grad:  # a graph even when the model's parameters are frozen; its gradient is never computed
         images = images.detach().requires_grad_(True)
     with hooked(module, list(dict.fromkeys(layers + extra)), store), torch.set_grad_enabled(want_grad):
-        logits = _first(module(images))
+        logits = logits_of(module(images))
     if counter is not None:
         counter.forwards += 1
         counter.forward_rows += images.shape[0]
-    acts = {p: _first(store[p]) for p in layers}
+    acts = {p: logits_of(store[p]) for p in layers}
     grads: dict[str, torch.Tensor] = {}
     input_grad = None
     if want_grad:
@@ -136,7 +134,7 @@ class Scorer(nn.Module):
         self._counter = counter
 
     def forward(self, inputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        scores = self._target.select(idx).score(_first(self.model(inputs)))
+        scores = self._target.select(idx).score(logits_of(self.model(inputs)))
         counter = self._counter
         if counter is not None:
             counter.forwards += 1
@@ -155,4 +153,4 @@ def _count_backward(counter: PassCounter, grad: torch.Tensor) -> torch.Tensor:
 def forward_replacing(module: nn.Module, images: torch.Tensor, layer: str, activation: torch.Tensor) -> torch.Tensor:
     """Logits of ``images`` with ``layer``'s output replaced by ``activation`` (no module is swapped)."""
     with hooked(module, [layer], {}, replace={layer: activation}):
-        return _first(module(images))
+        return logits_of(module(images))

@@ -22,7 +22,7 @@ from xaibench.contracts import check_map, lent, origin
 from xaibench.errors import UserError
 from xaibench.explainers.base import INPUT_LAYER, ExplainContext, explains_input, params_key
 from xaibench.explainers.fitting import trains, unfitted_error
-from xaibench.models.base import LoadedModel, fused_parts
+from xaibench.models.base import LoadedModel, fused_parts, logits_of
 from xaibench.passes import Pass
 from xaibench.targets import Target, TargetSpec, resolve
 
@@ -232,7 +232,7 @@ class HeatmapEngine:
         scorer = Scorer(module, tgt, self.counter) if needs & Pass.MODEL_PASSES else None
 
         def masked_scores(inputs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            return self._scores(lambda x, ids: _first(module(x)), inputs, idx, tgt, tail=False)
+            return self._scores(lambda x, ids: logits_of(module(x)), inputs, idx, tgt, tail=False)
 
         for pair in missing:
             name, layer = pair
@@ -330,7 +330,3 @@ def _call_explainer(explainer, name: str, ctx: ExplainContext) -> torch.Tensor:
             ) from exc
         raise
     return check_map(raw, explainer, name, ctx.images, ctx.layer)
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out

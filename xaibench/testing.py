@@ -31,7 +31,7 @@ from xaibench.evaluation import LENT
 from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader, trains
 from xaibench.heatmaps import HeatmapEngine
 from xaibench.metrics.base import MetricContext
-from xaibench.models.base import LoadedModel, weights_hash
+from xaibench.models.base import LoadedModel, logits_of, weights_hash
 from xaibench.models.training import LoadContext
 from xaibench.passes import Pass
 from xaibench.targets import TargetSpec, resolve
@@ -264,7 +264,7 @@ def check_model(cls: type, params: dict | None = None, *, dataset: Any = None, c
     x = torch.stack([dataset.split("test")[i].image for i in range(2)])
     with torch.no_grad():
         out = model.module(x)
-    out = out[0] if isinstance(out, (tuple, list)) else out
+    out = logits_of(out)
     want = 2 if model.task == "classifier" else 4
     if out.ndim != want or (model.task == "binary" and out.shape[1] != 1) or (want == 4 and tuple(out.shape[2:]) != tuple(x.shape[2:])):
         problems.append(f"logits of shape {tuple(out.shape)} do not fit task {model.task!r} for inputs {tuple(x.shape)}")

@@ -26,6 +26,7 @@ from xaibench.grid import Cell
 from xaibench.hashing import stable_hash
 from xaibench.heatmaps import BatchMaps, HeatmapEngine
 from xaibench.metrics.base import direction
+from xaibench.models.base import logits_of
 from xaibench.models.training import LoadContext
 from xaibench.perturb import fill_values
 from xaibench.replicates import ReplicateData
@@ -96,7 +97,7 @@ class BatchWorker:
         outs = []
         for s in range(0, x.shape[0], n):
             o = self.model.module(x[s : s + n])
-            outs.append(o[0] if isinstance(o, (tuple, list)) else o)
+            outs.append(logits_of(o))
             self.counter.forwards += 1
             self.counter.forward_rows += min(n, x.shape[0] - s)
         return torch.cat(outs)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext
 from xaibench.explainers.fitting import FitContext
+from xaibench.models.base import logits_of
 from xaibench.passes import Pass
 from xaibench.targets import probabilities
 
@@ -136,7 +137,7 @@ class SegX:
         outs = []
         for s in range(0, images.shape[0], chunk_size):
             out = segmenter.module(images[s : s + chunk_size].to(segmenter.device))
-            outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+            outs.append(logits_of(out))
         return torch.cat(outs)
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor:

@@ -132,6 +132,12 @@ def fused_parts(layer: str) -> list[str] | None:
     return parts
 
 
+def logits_of(out: Any) -> torch.Tensor:
+    """A model's output as its logits: the output itself, or the first element of a tuple or
+    list (models that also return auxiliary outputs)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def infer_task(logits: torch.Tensor) -> Task:
     """Task of a bare module from the shape of its output."""
     if logits.ndim == 2:
