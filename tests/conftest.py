@@ -81,6 +81,12 @@ batch_size = 4
 """
 
 
+def tiny_config_with(name: str, grid: str) -> str:
+    """TINY_CONFIG named ``name``, with ``grid`` (TOML from ``[grid]`` on) instead of its own grid."""
+    text = textwrap.dedent(TINY_CONFIG)
+    return text[: text.index("[grid]")].replace('name = "tiny"', f'name = "{name}"') + textwrap.dedent(grid)
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     """Path of a tiny benchmark config; ``tiny_config.write(text)`` makes variants."""

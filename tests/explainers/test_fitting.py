@@ -1,7 +1,6 @@
 """Explainers with a network of their own: fitted per replicate on its training images, cached,
 part of the heatmap cache key, loaded once per worker (local and Ray)."""
 
-import textwrap
 
 import pytest
 import torch
@@ -64,10 +63,9 @@ batch_size = 4
 
 def _config() -> str:
     """The shared tiny benchmark (tests/conftest.py) with this module's grid and 2 folds."""
-    from tests.conftest import TINY_CONFIG
+    from tests.conftest import tiny_config_with
 
-    text = textwrap.dedent(TINY_CONFIG)
-    return text[: text.index("[grid]")].replace('name = "tiny"', 'name = "fit"') + GRID
+    return tiny_config_with("fit", GRID)
 
 
 @pytest.fixture(scope="module")

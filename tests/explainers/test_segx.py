@@ -3,7 +3,6 @@ paper's U-Net), loaded through the registry per replicate, cached, part of the h
 
 import json
 import pickle
-import textwrap
 from types import SimpleNamespace
 
 import pytest
@@ -207,10 +206,9 @@ SEGMENTER = 'segmenter_params = {encoder_depth = 3, decoder_channels = [8, 4, 4]
 
 def _config(extra: str = SEGMENTER) -> str:
     """The shared tiny benchmark (tests/conftest.py), explained by grad_cam and segx on a separate U-Net."""
-    from tests.conftest import TINY_CONFIG
+    from tests.conftest import tiny_config_with
 
-    text = textwrap.dedent(TINY_CONFIG)
-    return text[: text.index("[grid]")].replace('name = "tiny"', 'name = "segx"') + textwrap.dedent(f"""
+    return tiny_config_with("segx", f"""
         [grid]
         explainers = ["grad_cam", "segx"]
         layers = ["decoder1"]
