@@ -212,7 +212,8 @@ def _cmd_regenerate(args) -> int:
     with regenerate.runs_folder(args.runs) as runs:
         for f, src in zip(files, sources):
             outcome = regenerate.check(src, runs, tolerance, show_progress=not args.quiet)
-            print(outcome.comparison.report(str(f), tolerance) + f" [{outcome.seconds:.0f} s]", flush=True)
+            first, *rest = outcome.comparison.report(str(f), tolerance).split("\n")
+            print("\n".join([f"{first} [{outcome.seconds:.0f} s]", *rest]), flush=True)  # the time on the verdict's line
             if outcome.comparison.stale and args.all:
                 regenerate.write(outcome)
                 print(f"  regenerated {f}")
