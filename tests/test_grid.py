@@ -74,3 +74,19 @@ def test_a_pixel_attribution_has_the_one_layer_input():
     assert layers_of({"saliency": Saliency()}, ["saliency"], ["input"]) == {"saliency": ("input",)}
     with pytest.raises(UserError, match="'grad_cam' explains a layer"):
         layers_of({"grad_cam": GradCAM()}, ["grad_cam"], ["l1", "input"])
+
+
+def test_a_composite_of_pixel_attributions_has_layer_input_and_one_of_a_cam_the_grid_layers():
+    from xaibench.explainers.attribution import Saliency
+    from xaibench.explainers.gradient import GradCAM
+    from xaibench.explainers.masks import MaskAnd
+    from xaibench.explainers.segx import SegX
+    from xaibench.grid import layers_of
+
+    explainers = {
+        "grad_cam": GradCAM(), "saliency": Saliency(),
+        "segx:saliency": SegX(base="saliency", mask="ground_truth"), "segx:grad_cam": SegX(base="grad_cam", mask="ground_truth"),
+        "mixed": MaskAnd(bases=["grad_cam", "saliency"]),
+    }
+    per = layers_of(explainers, ["segx:saliency", "segx:grad_cam", "mixed"], ["l1", "l2"])
+    assert per == {"segx:saliency": ("input",), "segx:grad_cam": ("l1", "l2"), "mixed": ("l1", "l2")}

@@ -349,10 +349,10 @@ def test_an_unknown_base_of_a_composite_names_the_composite_and_the_file(first_r
 def test_a_pixel_attribution_gets_one_cell_at_layer_input_beside_the_cams(first_run, tmp_path):
     cfg, _, df, _ = first_run
     mixed = tmp_path / "mixed.toml"
-    mixed.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["grad_cam", "saliency", "integrated_gradients"]') + "\n[explainer_params.integrated_gradients]\nn_steps = 4\n")
+    mixed.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["grad_cam", "saliency", "integrated_gradients", "segx:saliency"]') + "\n[explainer_params.integrated_gradients]\nn_steps = 4\n" + '\n[explainer_params."segx:saliency"]\nbase = "saliency"\nmask = "ground_truth"\n')
     got = xaibench.run(mixed, tmp_path / "out", show_progress=False)
     layers = got.groupby("explainer").layer.unique().map(sorted).to_dict()
-    assert layers == {"grad_cam": ["decoder1", "decoder2"], "saliency": ["input"], "integrated_gradients": ["input"]}
+    assert layers == {"grad_cam": ["decoder1", "decoder2"], "saliency": ["input"], "integrated_gradients": ["input"], "segx:saliency": ["input"]}
     per_explainer = got.groupby("explainer").size()
     assert per_explainer["saliency"] * 2 == per_explainer["grad_cam"]  # one layer where grad_cam has two
     plain = ["layer", "threshold", "perturbation", "metric", "image_id"]

@@ -84,7 +84,7 @@ def explain(
         engine = HeatmapEngine(loaded, instances, chunk_size=chunk_size)
 
         def at(name: str, path: str) -> str:  # a pixel attribution explains the input, once
-            return INPUT_LAYER if explains_input(instances[name]) else path
+            return INPUT_LAYER if explains_input(instances[name], instances) else path
 
         pairs = list(dict.fromkeys((n, at(n, p)) for n in names for p in paths))
         out = engine.run(images, paths, ground_truth=ground_truth, target=target, pairs=pairs)

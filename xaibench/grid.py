@@ -49,7 +49,7 @@ def layers_of(explainers: Mapping[str, object], names: Sequence[str], layers: Se
     explains the input, so a grid's layers axis gives it one cell)."""
     out = {}
     for name in names:
-        if explains_input(explainers[name]):
+        if explains_input(explainers[name], explainers):
             out[name] = (INPUT_LAYER,)
         elif INPUT_LAYER in layers:
             raise UserError(f"{source}: layers: {INPUT_LAYER!r} is the input image, which only pixel attributions explain; {name!r} explains a layer (pixel attributions get layer 'input' by themselves)")

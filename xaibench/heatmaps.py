@@ -120,7 +120,7 @@ class HeatmapEngine:
     def _layer_of(self, name: str, layer: str) -> str:
         """The layer at which a composite's base ``name`` is read: ``layer``, or ``input`` for
         a pixel attribution (so its map is the one the grid has, computed once)."""
-        return INPUT_LAYER if name in self.explainers and explains_input(self.explainers[name]) else layer
+        return INPUT_LAYER if name in self.explainers and explains_input(self.explainers[name], self.explainers) else layer
 
     def _describe(self, name: str) -> str:
         """What makes an explainer's maps what they are: its class, version, parameters, and

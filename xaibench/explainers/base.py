@@ -14,7 +14,7 @@ parameters (``[explainer_params.NAME]`` in a benchmark TOML).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -76,8 +76,13 @@ class Explainer(Protocol):
 INPUT_LAYER = "input"
 
 
-def explains_input(explainer: object) -> bool:
-    """Whether an explainer (class or instance) explains the input, not a layer."""
+def explains_input(explainer: object, explainers: Mapping[str, object] | None = None) -> bool:
+    """Whether an explainer (class or instance) explains the input, not a layer. With the
+    benchmark's ``explainers`` (name -> instance), a composite explains the input when all its
+    bases do (SegX of GradientSHAP is a pixel attribution too: one cell, layer ``input``)."""
+    bases = getattr(explainer, "composes", ()) if explainers is not None else ()
+    if bases and all(b in explainers for b in bases):
+        return all(explains_input(explainers[b], explainers) for b in bases)
     return getattr(explainer, "explains", "layer") == INPUT_LAYER
 
 
