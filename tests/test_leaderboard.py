@@ -31,6 +31,16 @@ def test_leaderboard_has_the_three_analyses_ranked_in_the_declared_direction():
     assert "| m | grad_cam | iou_drop (M1) | " in layer and layer.count("decoder1 |") >= 3
 
 
+def test_the_layer_comparison_leaves_out_a_pixel_attribution_and_its_input_column():
+    df = _results()
+    saliency = df[(df.explainer == "grad_cam") & (df.layer == "decoder1")].assign(explainer="saliency", layer="input")
+    md = render(pd.concat([df, saliency]), summarize(pd.concat([df, saliency])), "t")
+    layer = md.split("## Layer comparison")[1].split("##")[0]
+    assert "| model | explainer | metric | decoder1 | decoder2 | better |" in layer
+    assert "saliency" not in layer and "input" not in layer
+    assert "| m | saliency | input |" in md  # still ranked in the other sections
+
+
 def test_sanity_section_flags_insensitive_methods():
     rows = []
     for e, v in (("random", 0.9), ("grad_cam", 0.1)):

@@ -126,11 +126,15 @@ def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
 
 
 def layer_comparison(summary: pd.DataFrame) -> str:
-    """(c) For each method and metric (averaged over thresholds): each layer's mean, and which is better."""
-    layers = sorted(l for l in summary["layer"].unique() if l)  # "": model-level metrics
+    """(c) For each method and metric (averaged over thresholds): each layer's mean, and which is
+    better. Only methods with two layers or more: a pixel attribution's one layer, ``input``,
+    gets no row and no column."""
+    summary = summary[(summary["metric"] != "sanity_rank_correlation") & (summary["layer"] != "")]
+    per_method = summary.groupby(["model", "explainer"])["layer"].transform("nunique")
+    summary = summary[per_method > 1]
+    layers = sorted(summary["layer"].unique())
     if len(layers) < 2:
         return ""
-    summary = summary[summary["metric"] != "sanity_rank_correlation"]
     agg = summary.groupby(["model", "explainer", "metric", "perturbation", "layer"], dropna=False).agg(mean=("mean", "mean"), direction=("direction", "first")).reset_index()
     rows = []
     for (mo, e, m, p), g in agg.groupby(["model", "explainer", "metric", "perturbation"], dropna=False):
