@@ -29,3 +29,12 @@ def test_replicate_spread_is_drawn_only_with_replicates(tmp_path):
     (path,) = replicate_spread(df, tmp_path)
     assert path.name == "replicates_iou_drop.png" and Image.open(path).size[0] > 200
     assert replicate_spread(df[df["seed"] == 0], tmp_path / "one") == []
+
+
+def test_curves_give_each_method_its_own_colour_and_each_layer_its_own_style():
+    from xaibench.plots import _line_looks
+
+    rows = [dict(explainer=f"m{i:02d}", layer=layer) for i in range(12) for layer in ("decoder1", "decoder2")]
+    colour, style = _line_looks(pd.DataFrame(rows))
+    assert len(set(colour.values())) == 12  # past tab10's ten, no colour repeats
+    assert style["decoder1"] != style["decoder2"]

@@ -24,6 +24,19 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+LAYER_STYLES = ("-", "--", ":", "-.")
+
+
+def _line_looks(block: pd.DataFrame) -> tuple[dict, dict]:
+    """A colour per explainer (tab10, or tab20 past ten) and a line style per layer, so one
+    method's layers share a colour and no two methods do."""
+    explainers = sorted(block["explainer"].unique())
+    cmap = plt.get_cmap("tab10" if len(explainers) <= 10 else "tab20")
+    colour = {e: cmap(i % cmap.N) for i, e in enumerate(explainers)}
+    style = {l: LAYER_STYLES[i % len(LAYER_STYLES)] for i, l in enumerate(sorted(block["layer"].unique()))}
+    return colour, style
+
+
 def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """One PNG per metric: mean vs threshold, a line per explainer x layer, a panel per mode."""
     s = summary[pd.to_numeric(summary["threshold"], errors="coerce").notna()].copy()
@@ -34,10 +47,11 @@ def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.4), squeeze=False, sharey=True)
         for ax, mode in zip(axes[0], modes):
             mb = block[block["perturbation"] == mode]
+            colour, style = _line_looks(mb)
             for (e, l), g in mb.groupby(["explainer", "layer"]):
                 g = g.sort_values("t")
-                line = ax.plot(g["t"], g["mean"], marker="o", ms=3, label=f"{e} @ {l}", linestyle="-" if l == sorted(mb["layer"].unique())[0] else "--")
-                ax.fill_between(g["t"], g["ci_low"], g["ci_high"], alpha=0.12, color=line[0].get_color())
+                ax.plot(g["t"], g["mean"], marker="o", ms=3, label=f"{e} @ {l}", color=colour[e], linestyle=style[l])
+                ax.fill_between(g["t"], g["ci_low"], g["ci_high"], alpha=0.12, color=colour[e])
             ax.set_title(f"{MODE_TITLES.get(mode, mode)} ({mb['direction'].iloc[0]} is better)", fontsize=9)
             ax.set_xlabel("threshold")
             ax.grid(alpha=0.3)
