@@ -39,6 +39,8 @@ def test_the_layer_comparison_leaves_out_a_pixel_attribution_and_its_input_colum
     assert "| model | explainer | metric | decoder1 | decoder2 | better |" in layer
     assert "saliency" not in layer and "input" not in layer
     assert "| m | saliency | input |" in md  # still ranked in the other sections
+    assert "Layer `input`: a pixel attribution" in md.split("##")[0]
+    assert "Layer `input`" not in render(df, summarize(df), "t")  # CAMs only: no such line
 
 
 def test_sanity_section_flags_insensitive_methods():

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xaibench.explainers.base import INPUT_LAYER
 from xaibench.modes import MODE_LABELS, MODE_SHORT
 from xaibench.selection import held_out_best_thresholds, selection_groups
 from xaibench.stability import ranking_stability, times_first
@@ -220,6 +221,18 @@ def stability_section(results: pd.DataFrame, per_replicate: pd.DataFrame | None 
     return note + "\n\n" + _table(header, rows)
 
 
+def _input_layer_line(results: pd.DataFrame) -> list[str]:
+    """What layer ``input`` means, where pixel attributions sit beside layer explainers."""
+    layers = set(results["layer"].unique()) if not results.empty else set()
+    if INPUT_LAYER not in layers or len(layers - {INPUT_LAYER, ""}) == 0:
+        return []
+    return [
+        "",
+        f"Layer `{INPUT_LAYER}`: a pixel attribution, which explains the input image, so it has one cell where a CAM has one "
+        f"per layer; its `p vs best` compares it with the other methods at layer `{INPUT_LAYER}`, its `p vs #1` with the ranking's first row.",
+    ]
+
+
 def _replicate_line(results: pd.DataFrame) -> list[str]:
     reps = with_replicates(results)[REPLICATE].drop_duplicates()
     if len(reps) < 2:
@@ -254,6 +267,7 @@ def render(
         "test against the best explainer of the same model, layer and threshold, `p vs #1` the same test against",
         "the first row of the ranking (`*`: p < 0.05, a real difference).",
         *_replicate_line(results),
+        *_input_layer_line(results),
         *[line for note in notes or () for line in ("", f"> ⚠ {note}.")],
     ]
     sections = [
