@@ -20,6 +20,7 @@ from torch import nn
 from xaibench.atomic import atomic_write
 from xaibench.errors import UserError
 from xaibench.hashing import config_hash as config_hash  # public: xaibench.plugin re-exports it
+from xaibench.models.onednn import avoiding_onednn_bug
 from xaibench.progress import progress_bar, warn
 
 
@@ -104,7 +105,7 @@ def train_or_load(
     gen = torch.Generator().manual_seed(seed)
     module.to(device).train()
     opt = (optimizer or torch.optim.Adam)(module.parameters(), lr=lr)
-    with progress_bar(show_progress) as bar:
+    with progress_bar(show_progress) as bar, avoiding_onednn_bug(module):
         task = bar.add_task(f"training {title}", total=epochs)
         for epoch in range(epochs):
             logs: dict[str, float] = {}
