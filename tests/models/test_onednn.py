@@ -9,27 +9,31 @@ from xaibench.models.timm_classifier import TimmClassifier
 from xaibench.models.training import train_or_load
 
 
-def _net(channels: int, kernel: int = 1) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.Conv2d(channels, 2 * channels, kernel), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+def _net(channels: int, kernel: int = 1, stride: int = 2) -> nn.Module:
+    """A convolution to ``channels``, then a ResNet-like shortcut to twice as many."""
+    return nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.Conv2d(channels, 2 * channels, kernel, stride=stride), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 @pytest.mark.parametrize(
     ("module", "capability", "risk"),
     [
-        (_net(4), "AVX2", True),  # a 1x1 convolution of 4 -> 8 channels
+        (_net(4), "AVX2", True),  # a strided 1x1 convolution of 4 -> 8 channels
         (_net(6), "AVX2", True),
         (_net(8), "AVX2", False),  # multiples of the 8 AVX2 lanes
         (_net(4, kernel=3), "AVX2", False),  # no 1x1 convolution
+        (_net(4, stride=1), "AVX2", False),  # unstrided, as the ECSPLAIN baselines' heads
         (_net(4), "AVX512", False),  # other kernels
         (_net(4), "DEFAULT", True),
     ],
 )
-def test_only_a_1x1_convolution_with_channels_off_the_avx2_width_is_at_risk_off_avx512(module, capability, risk):
+def test_only_a_strided_1x1_convolution_from_channels_off_the_avx2_width_is_at_risk_off_avx512(module, capability, risk):
     assert onednn.at_risk(module, capability) is risk
 
 
 def test_the_timm_classifiers_of_the_tests_and_of_the_benchmarks_are_told_apart():
     assert onednn.at_risk(TimmClassifier(width=4).build(1), "AVX2")
+    assert onednn.at_risk(TimmClassifier(width=6).build(1), "AVX2")
+    assert not onednn.at_risk(TimmClassifier(width=8).build(1), "AVX2")
     assert not onednn.at_risk(TimmClassifier(width=16).build(1), "AVX2")
 
 
