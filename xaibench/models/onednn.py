@@ -25,7 +25,7 @@ def at_risk(module: nn.Module, capability: str | None = None) -> bool:
     without AVX-512 and a strided 1x1 convolution (a ResNet shortcut) whose input channels are
     not a multiple of 8. That is the pattern measured to break, not the bug's exact condition:
     a lone strided 1x1 convolution of 4 -> 8 channels trained the same every run, and so did
-    the ECSPLAIN baselines, whose unstrided 1x1 convolutions have 2 -> 12 and 32 -> 1 channels."""
+    the ECSPLAIN ``sepunet`` baseline, whose unstrided 1x1 convolutions have 2 -> 12 channels."""
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     if "AVX512" in capability.upper() or not torch.backends.mkldnn.is_available():
         return False
