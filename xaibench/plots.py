@@ -45,9 +45,9 @@ def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     for metric, block in s.groupby("metric"):
         modes = sorted(block["perturbation"].unique())
         fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.4), squeeze=False, sharey=True)
+        colour, style = _line_looks(block)  # one legend for every panel: the same looks in each
         for ax, mode in zip(axes[0], modes):
             mb = block[block["perturbation"] == mode]
-            colour, style = _line_looks(mb)
             for (e, l), g in mb.groupby(["explainer", "layer"]):
                 g = g.sort_values("t")
                 ax.plot(g["t"], g["mean"], marker="o", ms=3, label=f"{e} @ {l}", color=colour[e], linestyle=style[l])
