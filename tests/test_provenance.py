@@ -45,3 +45,10 @@ def test_the_cpu_is_shown_beside_the_device_and_old_footers_without_it_still_rea
     assert "| cpu (AMD EPYC, AVX2) |" in section and provenance.read(section) == prov
     old = section.replace(', "cpu": "AMD EPYC, AVX2"', "")
     assert '"cpu": "AMD' not in old and provenance.read(old).runs[0].cpu == ""
+
+
+def test_the_pinned_kernel_instruction_set_is_shown_beside_the_cpu():
+    prov = Provenance("t", [_facts(cpu="AMD EPYC, AVX2", cpu_isa="ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2")])
+    section = provenance.render(prov, Path("leaderboard/tiny.md"))
+    assert "| cpu (AMD EPYC, AVX2; ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2) |" in section
+    assert provenance.read(section) == prov

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import xaibench
+from xaibench import cpu_isa
 from xaibench import hookimpl
 from xaibench.config import load_config
 from xaibench.errors import UserError
@@ -56,6 +57,7 @@ def test_run_directory_contract(first_run):
     assert {"mean", "std", "ci_low", "ci_high", "n", "p_vs_best"} <= set(summary.columns) and len(summary) == CELLS
     m = json.loads((out / "manifest.json").read_text())
     assert m["config_hash"] == load_config(cfg).hash() and m["seed"] == 0 and m["device"] == "cpu"
+    assert m["cpu"].endswith(torch.backends.cpu.get_cpu_capability()) and m["cpu_isa"] == cpu_isa.describe()
     assert m["versions"]["torch"] == torch.__version__.split("+")[0] or m["versions"]["torch"].startswith(torch.__version__[:4])
     assert m["passes"]["backwards"] == 2  # one per image batch (6 images, batch 4), shared by every explainer and layer
     lb = (out / "leaderboard.md").read_text()

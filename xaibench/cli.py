@@ -11,6 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from xaibench import cpu_isa
 from xaibench.errors import UserError
 from xaibench.staleness import TOLERANCE
 
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
+        cpu_isa.pin()  # before anything imports torch: the same kernels, so the same trained models, on every CPU
         return commands[args.command](args)
     except UserError as exc:
         if args.debug:

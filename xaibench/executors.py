@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from xaibench import cpu_isa
 from xaibench.errors import UserError
 from xaibench.worker import BatchResult, BatchWorker
 
@@ -63,7 +64,8 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         BatchWorker(plan, index, data[rep], device, show_progress)
     started = False
     if not ray.is_initialized():
-        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_")}}
+        # the workers use the driver's settings and kernel instruction set (xaibench.cpu_isa)
+        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_") or k in cpu_isa.VARIABLES}}
         if os.environ.get("RAY_ADDRESS"):  # an existing cluster: it decides its own resources
             ray.init(log_to_driver=False, runtime_env=env)
         else:

@@ -38,6 +38,7 @@ class RunFacts:
     description: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     cpu: str = ""  #: the host's CPU model and torch's vector capability ("" in files made before it was recorded)
+    cpu_isa: str = ""  #: the kernel instruction-set variables in force (xaibench.cpu_isa; "" when the CPU chose)
 
     def plugins(self) -> dict[str, str]:
         """The versions of the plugin distributions the run used (everything but xaibench and its stack)."""
@@ -75,6 +76,7 @@ def run_facts(run_dir: Path, manifest: dict, output: Path | None, config_path: P
         description=config.get("description", ""),
         versions=dict(manifest.get("versions", {})),
         cpu=manifest.get("cpu", ""),
+        cpu_isa=manifest.get("cpu_isa", ""),
     )
 
 
@@ -97,7 +99,8 @@ def commands(output: Path | None, runs: list[RunFacts], title: str) -> list[str]
 
 
 def _device(r: RunFacts) -> str:
-    return f"{r.device or '–'} ({r.cpu})" if r.cpu else (r.device or "–")
+    cpu = "; ".join(x for x in (r.cpu, r.cpu_isa) if x)
+    return f"{r.device or '–'} ({cpu})" if cpu else (r.device or "–")
 
 
 def render(prov: Provenance, output: Path | None) -> str:

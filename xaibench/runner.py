@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from xaibench import budget, plots, provenance, publish, report
+from xaibench import budget, cpu_isa, plots, provenance, publish, report
 from xaibench import sanity as sanity_check
 from xaibench.capture import PassCounter
 from xaibench.config import Config, ModelRef, instantiate
@@ -308,6 +308,7 @@ def _manifest(config: Config, p: Plan, registry: Registry, dev, timings: dict, c
         "seed": config.seed,
         "device": str(dev),
         "cpu": host_cpu(),
+        "cpu_isa": cpu_isa.describe(),
         "versions": _versions(registry, p.used),
         "timings": timings,
         "passes": vars(counter),
