@@ -122,7 +122,7 @@ def board_repo(tmp_path, monkeypatch):
     leaderboard/tiny.md (``xaibench run`` + ``xaibench leaderboard``) and leaderboard/README.md
     with its generated index. The working directory is the repository."""
     from xaibench.cli import main
-    from xaibench.index import END, START
+    from xaibench.report.leaderboard_index import END, START
 
     repo = tmp_path / "repo"
     (repo / "benchmarks").mkdir(parents=True)

@@ -57,10 +57,10 @@ EXPLAIN_SCRIPT = textwrap.dedent(
 
     import xaibench
     from xaibench.cli import main
-    from xaibench.heatmaps import normalize
+    from xaibench.engine.heatmaps import normalize
     from xaibench.metrics.base import MetricContext
-    from xaibench.plugins import load_registry
-    from xaibench.targets import resolve
+    from xaibench.registry.discovery import load_registry
+    from xaibench.engine.targets import resolve
 
     reg = load_registry()
     assert reg.entry("explainers", "grad_x_act_max").distribution == "xaibench-example"
@@ -167,7 +167,7 @@ def test_example_packages_own_tests_pass_on_xaibench_testing(installed_example):
 
 
 def _hookspecs():
-    from xaibench import hookspecs
+    from xaibench.registry import hookspecs
 
     return [name for name, f in vars(hookspecs).items() if callable(f) and hasattr(f, "xaibench_spec")]
 
@@ -182,7 +182,7 @@ def test_every_hook_is_documented_in_the_plugin_guide():
 def test_every_context_field_and_pass_flag_is_documented():
     from xaibench.explainers.base import ExplainContext
     from xaibench.metrics.base import MetricContext
-    from xaibench.passes import Pass
+    from xaibench.registry.passes import Pass
 
     text = PLUGINS_MD.read_text(encoding="utf-8")
     for cls in (ExplainContext, MetricContext):
@@ -197,7 +197,7 @@ def test_every_context_field_and_pass_flag_is_documented():
 
 @pytest.mark.parametrize("kind, doc", [("explainers", "explainers.md"), ("metrics", "metrics.md")])
 def test_every_builtin_plugin_has_a_section(kind, doc):
-    from xaibench.plugins import load_registry
+    from xaibench.registry.discovery import load_registry
 
     names = [e.name for e in load_registry().entries(kind) if e.distribution == "xaibench"]
     assert names
@@ -206,7 +206,7 @@ def test_every_builtin_plugin_has_a_section(kind, doc):
 
 
 def test_every_config_key_is_documented():
-    from xaibench import config
+    from xaibench.config import parse as config
 
     text = (DOCS / "config.md").read_text(encoding="utf-8")
     keys = [f.name for f in dataclasses.fields(config.RunOptions)] + [f.name for f in dataclasses.fields(config.Grid)]
@@ -221,8 +221,8 @@ def test_every_config_key_is_documented():
 def test_config_examples_parse_and_the_full_example_validates():
     import tomllib
 
-    from xaibench.config import parse_config
-    from xaibench.runner import plan
+    from xaibench.config.parse import parse_config
+    from xaibench.runs.runner import plan
 
     blocks = re.findall(r"^```toml\n(.*?)^```", (DOCS / "config.md").read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
     assert blocks

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from xaibench.errors import UserError
-from xaibench.passes import Pass
-from xaibench.plugins import load_registry
+from xaibench.registry.discovery import load_registry
+from xaibench.registry.passes import Pass
 from xaibench.testing import TinyDataset, check_dataset, check_explainer, check_metric, check_model
 
 REGISTRY = load_registry()

@@ -1,10 +1,12 @@
 """xaibench: benchmark explanation methods for semantic-segmentation models.
 
 Public API: :func:`run` (a benchmark config -> tidy results), :func:`explain` (maps for a model
-in a notebook), :data:`hookimpl` (for plugin packages).
+in a notebook). Plugin packages import from :mod:`xaibench.plugin`; ``xaibench.hookimpl`` stays
+as an alias of ``xaibench.plugin.hookimpl`` for plugins written before. The layout of the
+package and the order of its layers: docs/architecture.md.
 """
 
-from xaibench.hookspecs import hookimpl
+from xaibench.registry.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

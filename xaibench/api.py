@@ -12,13 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from xaibench.config import instantiate
+from xaibench.config.parse import instantiate
+from xaibench.config.vocabulary import INPUT_LAYER
+from xaibench.engine.heatmaps import HeatmapEngine
+from xaibench.engine.targets import TargetSpec
 from xaibench.errors import UserError
-from xaibench.explainers.base import INPUT_LAYER, explains_input
-from xaibench.heatmaps import HeatmapEngine
+from xaibench.explainers.base import explains_input
 from xaibench.models.base import LoadedModel, infer_task, logits_of
-from xaibench.plugins import load_registry
-from xaibench.targets import TargetSpec
+from xaibench.registry.discovery import load_registry
 
 
 def _as_list(x) -> list:
@@ -97,9 +98,9 @@ def explain(
 
 
 def run(config_or_path: Any, out: str | Path | None = None, **options: Any):
-    """Run a benchmark (a TOML path or a :class:`xaibench.config.Config`); returns the tidy results."""
-    from xaibench.config import Config, load_config
-    from xaibench.runner import run_benchmark
+    """Run a benchmark (a TOML path or a :class:`xaibench.config.parse.Config`); returns the tidy results."""
+    from xaibench.config.parse import Config, load_config
+    from xaibench.runs.runner import run_benchmark
 
     config = config_or_path if isinstance(config_or_path, Config) else load_config(config_or_path)
     return run_benchmark(config, out=out, **options)

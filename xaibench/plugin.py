@@ -21,16 +21,19 @@ Contract checks for a plugin package's own tests are in :mod:`xaibench.testing`.
 
 from __future__ import annotations
 
+from xaibench.config.params import check_bool, check_float, check_int
+from xaibench.config.vocabulary import SPLITS
 from xaibench.datasets.base import Dataset, LazySplit, Sample
+from xaibench.engine.targets import Target, predicted_classes, probabilities
 from xaibench.errors import UserError, did_you_mean
 from xaibench.explainers.base import ExplainContext, Explainer
 from xaibench.explainers.fitting import FitContext
-from xaibench.hookspecs import hookimpl
 from xaibench.metrics.base import Metric, MetricContext
 from xaibench.models.base import LoadedModel, Tail, fused_parts, infer_task, weights_hash
 from xaibench.models.training import LoadContext, batches, config_hash, load_checkpoint, save_atomic, train_or_load
-from xaibench.passes import Pass
-from xaibench.targets import Target, predicted_classes, probabilities
+from xaibench.registry.hookspecs import hookimpl
+from xaibench.registry.passes import Pass
+from xaibench.util.progress import progress_bar, warn
 
 __all__ = [
     # hooks
@@ -40,10 +43,12 @@ __all__ = [
     # metrics
     "Metric", "MetricContext", "probabilities", "predicted_classes",
     # datasets
-    "Dataset", "Sample", "LazySplit",
+    "Dataset", "Sample", "LazySplit", "SPLITS",
+    # parameter checks (types are checked against the constructor's annotations already)
+    "check_int", "check_float", "check_bool",
     # models
     "LoadedModel", "LoadContext", "Tail", "fused_parts", "infer_task", "weights_hash",
     "train_or_load", "load_checkpoint", "save_atomic", "config_hash", "batches",
-    # errors
-    "UserError", "did_you_mean",
+    # errors and progress
+    "UserError", "did_you_mean", "progress_bar", "warn",
 ]

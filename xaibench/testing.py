@@ -12,6 +12,11 @@ raises an ``AssertionError`` that says what is wrong, in the words of the plugin
         check_explainer(MyCAM)
 
 xaibench runs the same checks over every registered plugin (tests/test_plugin_contracts.py).
+
+Helpers for what a plugin package's tests need beyond :mod:`xaibench.plugin`, so that they
+import no internal module: :func:`metric_target` (a ``MetricContext.target`` built by hand),
+:func:`full_float32` (CUDA without TF32), :func:`plugin_entry` (the installed registry's entry
+of a plugin) and :func:`explainer_maps` (the engine's maps of one explainer instance).
 """
 
 from __future__ import annotations
@@ -19,22 +24,26 @@ from __future__ import annotations
 import tempfile
 import zlib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from xaibench.contracts import check_sample, check_scores, check_unchanged, class_problems, fingerprint, lent
+from xaibench.config.vocabulary import SPLITS
 from xaibench.datasets.base import LazySplit, Sample
+from xaibench.engine.devices import cuda_precision
+from xaibench.engine.evaluation import LENT
+from xaibench.engine.heatmaps import HeatmapEngine
+from xaibench.engine.targets import Target, TargetSpec, resolve
 from xaibench.errors import UserError
-from xaibench.evaluation import LENT
 from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader, trains
-from xaibench.heatmaps import HeatmapEngine
 from xaibench.metrics.base import MetricContext
 from xaibench.models.base import LoadedModel, logits_of, weights_hash
 from xaibench.models.training import LoadContext
-from xaibench.passes import Pass
-from xaibench.targets import TargetSpec, resolve
+from xaibench.registry.contracts import check_sample, check_scores, check_unchanged, class_problems, fingerprint, lent
+from xaibench.registry.discovery import Entry
+from xaibench.registry.passes import Pass
 
 TASKS = ("binary", "multiclass", "classifier")
 
@@ -102,7 +111,7 @@ def _instance(cls: type, params: dict | None, kind: str) -> Any:
 
 
 def _bases(inst: object, into: dict[str, Any]) -> None:
-    from xaibench.plugins import load_registry
+    from xaibench.registry.discovery import load_registry
 
     for base in getattr(inst, "composes", ()):
         if base not in into:
@@ -163,7 +172,7 @@ def _fit(explainers: dict[str, Any], model: LoadedModel, dataset: Any) -> tuple[
     if not any(trains(e) for e in explainers.values()):
         return explainers, {}
     with tempfile.TemporaryDirectory() as tmp:
-        from xaibench.plugins import load_registry
+        from xaibench.registry.discovery import load_registry
 
         ctx = FitContext(dataset=dataset, dataset_key="xaibench.testing", cache_dir=Path(tmp), show_progress=False, model=model)
         ctx.load_model = model_loader(load_registry(), ctx, ctx.seed)  # a segmenter model plugin (segx) trains here too
@@ -218,7 +227,7 @@ def check_dataset(cls: type, params: dict | None = None, *, samples: int = 3) ->
     again = cls(**(params or {}))
     n_classes = getattr(ds, "num_classes", 2)
     channels = None
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         try:
             items = ds.split(split)
         except UserError:
@@ -275,3 +284,54 @@ def check_model(cls: type, params: dict | None = None, *, dataset: Any = None, c
             problems.append(f"layer alias {alias!r}: {exc}")
     _fail(f"model {cls.name!r}", problems)
     return model
+
+
+# -- helpers for plugin packages' tests ----------------------------------------------------------
+
+
+def metric_target(
+    logits: torch.Tensor, ground_truth: torch.Tensor | None = None, *, region: str = "predicted", class_id: int | None = None
+) -> Target:
+    """The target of a batch as the engine resolves it for ``MetricContext.target``, for a
+    metric's tests that build a :class:`~xaibench.plugin.MetricContext` by hand.
+
+    ``logits`` [B, K, H, W] (segmentation) or [B, K] (classifier); ``region`` ``"predicted"``
+    (the default: the predicted mask of class ``class_id``, default 1) or ``"ground_truth"``
+    (``ground_truth`` masks [B, H, W] of class ``class_id``); for a classifier the predicted
+    class (class 1 for a one-logit model) unless ``class_id`` is given.
+    """
+    return resolve(TargetSpec(region=region, class_id=class_id), logits, ground_truth)
+
+
+def full_float32(device: str | torch.device = "cuda") -> AbstractContextManager[None]:
+    """A context manager: on a CUDA ``device``, convolutions and matmuls in full float32 (no TF32)
+    inside the block, the previous settings restored after it; nothing on a CPU. A benchmark on
+    a GPU runs so by default; use it in a plugin's GPU tests that compare against the CPU."""
+    return cuda_precision(torch.device(device), tf32=False)
+
+
+def plugin_entry(kind: str, name: str) -> Entry:
+    """The installed plugin registry's entry for ``name`` of ``kind`` (``"datasets"``,
+    ``"models"``, ``"explainers"``, ``"metrics"``): its ``cls``, ``distribution`` (the package
+    that registered it) and ``module`` (the entry-point module that did); for a plugin
+    package's test that it registers through its entry point. An unknown name raises
+    :class:`~xaibench.plugin.UserError`."""
+    from xaibench.registry.discovery import load_registry
+
+    return load_registry().entry(kind, name)
+
+
+def explainer_maps(
+    explainer: Any, model: LoadedModel, images: torch.Tensor, layer: str = "output", *, fitted: str | None = None
+) -> torch.Tensor:
+    """Maps [B, H, W] in [0, 1] of one explainer *instance* on ``model`` at ``layer`` (an alias, a
+    module path, ``"output"``), as the core engine computes them; the bases it ``composes`` are
+    taken from the registry. For an instance set up by hand (e.g. a stand-in network where
+    ``fit`` would train one), ``fitted`` is the identity its ``fit`` would have returned (the
+    engine refuses an explainer with a ``fit`` and no identity). No contract checks: see
+    :func:`check_explainer`."""
+    explainers = {explainer.name: explainer}
+    _bases(explainer, explainers)
+    path = model.resolve_layer(layer)
+    engine = HeatmapEngine(model, explainers, fitted=None if fitted is None else {explainer.name: fitted})
+    return engine.run(images, [path], pairs=[(explainer.name, path)]).maps[(explainer.name, path)]

@@ -17,11 +17,11 @@ import torch
 from captum import attr as ca
 
 import xaibench
-from xaibench.capture import PassCounter
-from xaibench.default_plugins.explainers import BUILTIN
+from xaibench.engine.capture import PassCounter
+from xaibench.engine.heatmaps import HeatmapEngine
 from xaibench.explainers.attribution import quiet
-from xaibench.heatmaps import HeatmapEngine
 from xaibench.models.base import LoadedModel
+from xaibench.registry.builtin.explainers import BUILTIN
 
 from .conftest import N_IMAGES, RESULTS, SIZE
 

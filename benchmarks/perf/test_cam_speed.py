@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import xaibench
-from xaibench.capture import shared_pass
+from xaibench.engine.capture import shared_pass
 from xaibench.models.base import LoadedModel
 from xaibench.models.smp_unet import unet_tail
 
@@ -133,7 +133,7 @@ def test_report_ratios_and_identical_maps():
     for (method, layer), ref_map in MAPS["pytorch_grad_cam"].items():
         got = MAPS["xaibench"][(method, layer)].numpy()
         if method == "ablation_cam":
-            from xaibench.heatmaps import normalize
+            from xaibench.engine.heatmaps import normalize
 
             ref_map = normalize(torch.from_numpy(np.stack(ref_map)), got.shape[-2:]).numpy()
         if method == "eigen_cam":  # sign of a singular vector is arbitrary: compare the map or its mirror

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xaibench.perturb import MODES, PerturbationBatch, keep_mask, perturb
+from xaibench.engine.perturbation import MODES, PerturbationBatch, keep_mask, perturb
 
 from .conftest import RESULTS
 

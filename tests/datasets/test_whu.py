@@ -213,7 +213,7 @@ def test_the_shipped_whu_benchmark_runs_on_a_tree_in_the_published_layout(whu_ro
     import tomllib
 
     import xaibench
-    from xaibench.config import parse_config
+    from xaibench.config.parse import parse_config
 
     shipped = Path(__file__).parents[2] / "benchmarks" / "whu.toml"
     data = tomllib.loads(shipped.read_text())

@@ -9,11 +9,11 @@ from torch import nn
 
 import xaibench
 from tests.conftest import perturbed_copy
-from xaibench.cache import image_key
-from xaibench.capture import PassCounter
+from xaibench.engine.cache import image_key
+from xaibench.engine.capture import PassCounter
+from xaibench.engine.heatmaps import HeatmapEngine, normalize
 from xaibench.errors import UserError
 from xaibench.explainers.attribution import DeepLift, GradientShap, IntegratedGradients, Occlusion, seeded
-from xaibench.heatmaps import HeatmapEngine, normalize
 from xaibench.models.base import LoadedModel
 
 PARAMS = {
@@ -182,7 +182,7 @@ def test_many_pass_methods_batch_within_chunk_size_and_chunking_changes_nothing(
 
 
 def test_saliency_and_input_x_gradient_share_the_cams_backward(unet, tiny_images):
-    from xaibench.default_plugins.explainers import BUILTIN
+    from xaibench.registry.builtin.explainers import BUILTIN
 
     cls = {c.name: c for c in BUILTIN}
     counter = PassCounter()

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import xaibench
+from xaibench.engine.heatmaps import HeatmapEngine
 from xaibench.errors import UserError
 from xaibench.explainers.fitting import FitContext, fit_explainers
-from xaibench.heatmaps import HeatmapEngine
 from xaibench.plugin import Pass, config_hash, hookimpl, save_atomic
 from xaibench.testing import TinyDataset, check_explainer, tiny_images, tiny_unet
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 import xaibench
-import xaibench.default_plugins.explainers as X
+import xaibench.registry.builtin.explainers as X
 from xaibench import testing as T
-from xaibench.cache import HeatmapCache
-from xaibench.capture import PassCounter
-from xaibench.config import instantiate
+from xaibench.config.parse import instantiate
+from xaibench.engine.cache import HeatmapCache
+from xaibench.engine.capture import PassCounter
+from xaibench.engine.evaluation import threshold_values
+from xaibench.engine.heatmaps import HeatmapEngine
 from xaibench.errors import UserError
-from xaibench.evaluation import threshold_values
 from xaibench.explainers.base import ExplainContext, params_key
 from xaibench.explainers.masks import MaskAnd, MaskOr
-from xaibench.heatmaps import HeatmapEngine
 
 LAYER = "decoder.blocks.1"
 REG = {c.name: c for c in X.BUILTIN}
@@ -156,8 +156,8 @@ bases = ["grad_cam", "eigen_cam"]
 def test_a_benchmark_toml_validates_and_its_errors_name_the_table():
     import tomllib
 
-    from xaibench.config import parse_config
-    from xaibench.runner import plan
+    from xaibench.config.parse import parse_config
+    from xaibench.runs.runner import plan
 
     good = plan(parse_config(tomllib.loads(BENCHMARK + 'thresholds = [0.4, "otsu"]\n'), "m.toml"))
     assert {c.explainer for c in good.cells} == {"mask_and", "grad_cam"}

@@ -10,8 +10,8 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa:
 
 import xaibench  # noqa: E402
 from tests.conftest import perturbed_copy  # noqa: E402
+from xaibench.engine.heatmaps import normalize  # noqa: E402
 from xaibench.explainers.eigen_cam import first_component_projection  # noqa: E402
-from xaibench.heatmaps import normalize  # noqa: E402
 
 ORACLE = {
     "grad_cam": pgc.GradCAM,

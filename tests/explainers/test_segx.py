@@ -12,12 +12,12 @@ from torch import nn
 import xaibench
 import xaibench.models.smp_unet as smp_unet
 from xaibench.cli import main
+from xaibench.engine.targets import Target
 from xaibench.errors import UserError
 from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader, trains
 from xaibench.explainers.segx import SegX
 from xaibench.models.base import LoadedModel
-from xaibench.plugins import load_registry
-from xaibench.targets import Target
+from xaibench.registry.discovery import load_registry
 from xaibench.testing import TinyDataset
 
 SIZE = 16
@@ -122,7 +122,7 @@ def test_top_percent_never_keeps_pixels_outside_the_mask():
 
 
 def test_the_gallery_shows_the_segmenter_mask_once_for_variants_that_share_it():
-    from xaibench.runner import _gallery_extras
+    from xaibench.runs.runner import _gallery_extras
 
     assert SegX().gallery_image is None and SegX(mask="segmenter", segmenter="s").gallery_image is None  # nothing to show unfitted
     half = ConstantSegmenter([-3.0, 3.0])  # two classes: the foreground (last channel) everywhere

@@ -2,9 +2,9 @@ import math
 
 import torch
 
+from xaibench.engine.targets import Target
 from xaibench.metrics.base import MetricContext, direction
 from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, binary_iou
-from xaibench.targets import Target
 
 BIG = 20.0  # a logit this large is a probability of 1 to float precision
 

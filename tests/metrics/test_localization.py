@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from xaibench.engine.targets import Target
 from xaibench.metrics import localization as L
 from xaibench.metrics.base import MetricContext
-from xaibench.targets import Target
 
 
 def _ctx(heatmap, gt, threshold=0.5, logits=None):
@@ -141,14 +141,14 @@ def _two_images():
 
 
 def _scored(cls, heat, gt, **params):
-    from xaibench.contracts import check_scores
+    from xaibench.registry.contracts import check_scores
 
     m = cls(**params)
     return check_scores(m.compute(_ctx(heat, gt)), m, cls.name, heat.shape[0], "a test")
 
 
 def _pooled(cls, counts):
-    from xaibench.stats import Pooled
+    from xaibench.report.stats import Pooled
 
     names = sorted(counts)
     matrix = torch.stack([counts[k] for k in names], 1).numpy()

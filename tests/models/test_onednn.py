@@ -26,8 +26,16 @@ def _net(channels: int, kernel: int = 1, stride: int = 2) -> nn.Module:
         (_net(4), "DEFAULT", True),
     ],
 )
-def test_only_a_strided_1x1_convolution_from_channels_off_the_avx2_width_is_at_risk_off_avx512(module, capability, risk):
+def test_only_a_strided_1x1_convolution_from_channels_off_the_avx2_width_is_at_risk_off_avx512(module, capability, risk, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # oneDNN free to use what the capability says
     assert onednn.at_risk(module, capability) is risk
+
+
+def test_onednn_held_to_avx2_on_an_avx512_cpu_is_at_risk(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert onednn.at_risk(_net(4), "AVX512") and not onednn.at_risk(_net(8), "AVX512")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert not onednn.at_risk(_net(4), "AVX512")
 
 
 def test_the_timm_classifiers_of_the_tests_and_of_the_benchmarks_are_told_apart():

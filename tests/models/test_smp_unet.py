@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from xaibench.capture import shared_pass
 from xaibench.datasets.rooftops import Rooftops
+from xaibench.engine.capture import shared_pass
 from xaibench.errors import UserError
 from xaibench.models.smp_unet import SmpUnet, unet_tail
 from xaibench.models.training import LoadContext

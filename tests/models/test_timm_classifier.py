@@ -2,13 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xaibench.capture import shared_pass
 from xaibench.datasets.base import Sample
+from xaibench.engine.capture import shared_pass
+from xaibench.engine.heatmaps import HeatmapEngine
 from xaibench.errors import UserError
-from xaibench.heatmaps import HeatmapEngine
 from xaibench.models.timm_classifier import TimmClassifier, classifier_tail
 from xaibench.models.training import LoadContext
-from xaibench.plugins import load_registry
+from xaibench.registry.discovery import load_registry
 
 SMALL = dict(width=4, epochs=8, batch_size=4, lr=0.02)
 

@@ -1,1 +1,1 @@
-"""Built-in datasets; registered by :mod:`xaibench.default_plugins.datasets` like any plugin's."""
+"""Built-in datasets; registered by :mod:`xaibench.registry.builtin.datasets` like any plugin's."""

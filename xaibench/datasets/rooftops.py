@@ -24,10 +24,10 @@ import torch
 from skimage.draw import polygon
 from skimage.filters import gaussian
 
+from xaibench.config.params import check_int
+from xaibench.config.vocabulary import SPLITS
 from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError, did_you_mean
-
-SPLITS = ("train", "val", "test")
 
 #: tiles used by :meth:`Rooftops.channel_mean`
 MEAN_TILES = 64
@@ -53,24 +53,6 @@ _ROOFS = np.array(
     dtype=np.float32,
 )
 _SHADOW_TINT = np.array([0.42, 0.45, 0.55], dtype=np.float32)
-
-
-def _check_int(key: str, value: object, minimum: int, multiple_of: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise UserError(
-            f"[dataset] {key} for dataset 'rooftops' must be an integer, got {value!r}"
-        )
-    value = int(value)
-    if multiple_of is not None and (value < multiple_of or value % multiple_of):
-        raise UserError(
-            f"[dataset] {key} = {value} for dataset 'rooftops' is invalid: must be a positive "
-            f"multiple of {multiple_of} (e.g. 64, 128, 256)"
-        )
-    if value < minimum:
-        raise UserError(
-            f"[dataset] {key} = {value} for dataset 'rooftops' is invalid: must be >= {minimum}"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -122,11 +104,24 @@ def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def render_tile(rng: np.random.Generator, size: int, n_buildings: int) -> Tile:
-    """Draw one tile with ``n_buildings`` buildings (fewer if they do not fit)."""
+    """Draw one tile with ``n_buildings`` buildings (fewer if they do not fit). The parts are
+    drawn in a fixed order from ``rng``: ground, roads, buildings, then texture and noise."""
     s = size / 128.0
-    shape = (size, size)
+    img, fine = _ground(rng, size)
+    road, base_angle = _roads(rng, size, s, img)
+    roof, roof_img, sun, shadow_len = _buildings(rng, size, s, n_buildings, road, base_angle)
+    shadow = _shadows_and_roofs(img, roof, roof_img, sun, shadow_len)
+    # texture, mild global gain jitter and sensor noise
+    img *= np.float32(rng.uniform(0.92, 1.08))
+    img += (0.012 * fine)[..., None]
+    img += rng.random((size, size, 3), dtype=np.float32) * np.float32(0.04) - np.float32(0.02)
+    np.clip(img, 0.0, 1.0, out=img)
+    return Tile(image=img, roof=roof, shadow=shadow, road=road & ~roof, sun=sun)
 
-    # ground: two ground colours blended by a large-scale field
+
+def _ground(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two ground colours blended by a large-scale field, with vegetation patches; and the fine
+    texture (noise at half resolution, upsampled: about 2 px grain at 128 px) used again later."""
     c1, c2 = _GROUND[rng.permutation(len(_GROUND))[:2]]
     c1 = c1 + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
     c2 = c2 + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
@@ -143,8 +138,13 @@ def render_tile(rng: np.random.Generator, size: int, n_buildings: int) -> Tile:
     alpha = np.minimum((veg[sel] - thresh) / 0.06, 1.0)[:, None]
     tree = _TREE * (1 + 0.35 * fine[sel])[:, None]
     img[sel] += alpha * (tree - img[sel])
+    return img, fine
 
-    # roads: long thick rectangles across the tile; a second one roughly perpendicular
+
+def _roads(rng: np.random.Generator, size: int, s: float, img: np.ndarray) -> tuple[np.ndarray, float]:
+    """Long thick rectangles across the tile (a second one roughly perpendicular), painted grey
+    into ``img``; the road mask and the base angle the buildings align with."""
+    shape = (size, size)
     road = np.zeros(shape, dtype=bool)
     n_roads = 1 + int(rng.random() < 0.45)
     base_angle = rng.uniform(0, np.pi)
@@ -159,8 +159,13 @@ def render_tile(rng: np.random.Generator, size: int, n_buildings: int) -> Tile:
         road[rr, cc] = True
     grey = rng.uniform(0.36, 0.48)
     img[road] = np.array([grey, grey, grey * 1.03], dtype=np.float32)
+    return road, base_angle
 
-    # buildings: rectangles and L-shapes, kept apart from roads and each other
+
+def _buildings(rng: np.random.Generator, size: int, s: float, n_buildings: int, road: np.ndarray, base_angle: float):
+    """Rectangles and L-shapes, kept apart from roads and each other: the roof mask, the roof
+    colours (gable roofs shaded by the sun), the sun direction and the shadow length."""
+    shape = (size, size)
     roof = np.zeros(shape, dtype=bool)
     occupied = road.copy()
     sun_angle = rng.uniform(0, 2 * np.pi)
@@ -212,8 +217,13 @@ def render_tile(rng: np.random.Generator, size: int, n_buildings: int) -> Tile:
             roof[rr, cc] = True
             occupied[pts[:, 0], pts[:, 1]] = True
             break
+    return roof, roof_img, sun, shadow_len
 
-    # shadows: roofs swept along the sun direction, minus roofs; then paint the roofs
+
+def _shadows_and_roofs(img: np.ndarray, roof: np.ndarray, roof_img: np.ndarray, sun: tuple[float, float], shadow_len: float) -> np.ndarray:
+    """Roofs swept along the sun direction, minus roofs, darken ``img``; then the roofs are
+    painted over it with a slightly darker rim. Returns the shadow mask."""
+    shape = roof.shape
     shadow = np.zeros(shape, dtype=bool)
     if roof.any():
         steps = max(1, int(np.ceil(shadow_len)))
@@ -230,13 +240,7 @@ def render_tile(rng: np.random.Generator, size: int, n_buildings: int) -> Tile:
         inner &= _shift(roof, 0, 1) & _shift(roof, 0, -1)
         roof_img[roof & ~inner] *= np.float32(0.85)
         img[roof] = roof_img[roof]
-
-    # texture, mild global gain jitter and sensor noise
-    img *= np.float32(rng.uniform(0.92, 1.08))
-    img += (0.012 * fine)[..., None]
-    img += rng.random((*shape, 3), dtype=np.float32) * np.float32(0.04) - np.float32(0.02)
-    np.clip(img, 0.0, 1.0, out=img)
-    return Tile(image=img, roof=roof, shadow=shadow, road=road & ~roof, sun=sun)
+    return shadow
 
 
 class Rooftops:
@@ -264,13 +268,13 @@ class Rooftops:
         seed: non-negative integer; tiles depend only on (seed, split, index, size, empty_every).
         empty_every: tile ``i`` has no building when ``i % empty_every == empty_every - 1`` (>= 2).
         """
-        self.empty_every = _check_int("empty_every", empty_every, 2)
-        self.size = _check_int("size", size, 32, multiple_of=32)
-        self.seed = _check_int("seed", seed, 0)
+        self.empty_every = check_int("rooftops", "empty_every", empty_every, 2)
+        self.size = check_int("rooftops", "size", size, 32, multiple_of=32)
+        self.seed = check_int("rooftops", "seed", seed, 0)
         self._lengths = {
-            "train": _check_int("n_train", n_train, 0),
-            "val": _check_int("n_val", n_val, 0),
-            "test": _check_int("n_test", n_test, 0),
+            "train": check_int("rooftops", "n_train", n_train, 0),
+            "val": check_int("rooftops", "n_val", n_val, 0),
+            "test": check_int("rooftops", "n_test", n_test, 0),
         }
         self._splits: dict[str, LazySplit] = {}
         self._mean: torch.Tensor | None = None

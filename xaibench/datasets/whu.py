@@ -25,10 +25,10 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
+from xaibench.config.vocabulary import SPLITS
 from xaibench.datasets.base import LazySplit, Sample
 from xaibench.errors import UserError, did_you_mean
 
-SPLITS = ("train", "val", "test")
 URL = "http://gpcv.whu.edu.cn/data/building_dataset.html"
 SOURCE = (
     "the WHU Building Dataset (aerial imagery subset) is published by the GPCV group of "
@@ -69,7 +69,7 @@ class WHU:
     name: ClassVar[str] = "whu"
     num_classes: int = 2
     #: what ``[run] folds`` splits into folds (image ids must differ across them)
-    fold_splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    fold_splits: ClassVar[tuple[str, ...]] = SPLITS
 
     def __init__(self, root: str = "data/whu", size: int = 512, limit: int = 0) -> None:
         """

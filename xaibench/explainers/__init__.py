@@ -1,1 +1,1 @@
-"""Built-in explainers; registered by :mod:`xaibench.default_plugins.explainers` like any plugin's."""
+"""Built-in explainers; registered by :mod:`xaibench.registry.builtin.explainers` like any plugin's."""

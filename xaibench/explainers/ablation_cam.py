@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from xaibench.explainers.base import ExplainContext
-from xaibench.passes import Pass
+from xaibench.registry.passes import Pass
 
 
 class AblationCAM:

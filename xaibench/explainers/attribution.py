@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from captum import attr as captum_attr
 
+from xaibench.engine.perturbation import fill_values
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext
-from xaibench.passes import Pass
-from xaibench.perturb import fill_values
+from xaibench.registry.passes import Pass
 
 SIGNS = ("positive", "absolute")
 BASELINES = ("zero", "blur", "image_mean")

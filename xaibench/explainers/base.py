@@ -1,6 +1,6 @@
 """What an explainer is: a small pure function of the passes it declared it needs.
 
-An explainer class has a ``name``, a ``needs`` (:class:`xaibench.passes.Pass` flags) and an
+An explainer class has a ``name``, a ``needs`` (:class:`xaibench.registry.passes.Pass` flags) and an
 ``explain(ctx)`` method that returns a raw map [B, h, w] for one layer. A class attribute
 ``normalize = False`` marks maps that are already in [0, 1] and must not be min-max scaled
 (probabilities); they are only resized. A class attribute ``explains = "input"`` marks a pixel
@@ -8,7 +8,7 @@ attribution, which explains the input rather than a layer: a grid gives it one c
 ``input``, whatever its layers axis says. It never installs hooks
 and never touches the model: everything comes through the :class:`ExplainContext`. The engine
 then applies ReLU, per-image min-max scaling and resizing to the input (see
-:func:`xaibench.heatmaps.normalize`). Constructor keyword arguments are the explainer's
+:func:`xaibench.engine.heatmaps.normalize`). Constructor keyword arguments are the explainer's
 parameters (``[explainer_params.NAME]`` in a benchmark TOML).
 """
 
@@ -20,8 +20,9 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from xaibench.passes import Pass
-from xaibench.targets import Target
+from xaibench.config.vocabulary import INPUT_LAYER
+from xaibench.engine.targets import Target
+from xaibench.registry.passes import Pass
 
 
 @dataclass
@@ -43,7 +44,7 @@ class ExplainContext:
     layer (for composites; shared with the grid, computed once).
     input_gradients: d(score)/d(images) [B, C, H, W] from the shared backward (``Pass.INPUT_GRADIENTS``).
     scorer: the target score as a differentiable module, ``scorer(inputs, idx) -> [N]``
-    (:class:`xaibench.capture.Scorer`; ``Pass.MODEL_PASSES``), for Captum and other
+    (:class:`xaibench.engine.capture.Scorer`; ``Pass.MODEL_PASSES``), for Captum and other
     attribution libraries; call it on at most ``chunk_size`` rows at a time.
     chunk_size: ``[run] chunk_size``, the most rows one forward should carry.
     """
@@ -70,10 +71,6 @@ class Explainer(Protocol):
     needs: ClassVar[Pass]
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor: ...
-
-
-#: the layer of an explainer that explains the input (a pixel attribution): its one grid cell
-INPUT_LAYER = "input"
 
 
 def explains_input(explainer: object, explainers: Mapping[str, object] | None = None) -> bool:

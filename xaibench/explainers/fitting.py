@@ -38,10 +38,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from xaibench.config import instantiate
-from xaibench.contracts import origin
+from xaibench.config.parse import instantiate
 from xaibench.errors import UserError
 from xaibench.models.training import LoadContext
+from xaibench.registry.contracts import origin
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from xaibench.explainers.attribution import check_sign, guided_backprop, quiet, reduce_channels
 from xaibench.explainers.base import ExplainContext
 from xaibench.explainers.gradient import GradCAM
-from xaibench.passes import Pass
+from xaibench.registry.passes import Pass
 
 
 class GuidedGradCAM:

@@ -3,7 +3,7 @@
 Each base explainer's map ``M_i`` as the grid sees it (taken from the engine, so computed once
 and shared with the grid) is binarised at its own threshold, ``M_i >= t_i`` (the grid's rule),
 where ``t_i`` is a number in [0, 1] or ``"otsu"``: per image, Otsu's threshold of ``M_i``
-(:func:`xaibench.evaluation.threshold_values`, the grid's own; it reads no labels). The masks
+(:func:`xaibench.engine.evaluation.threshold_values`, the grid's own; it reads no labels). The masks
 are then intersected or united. The result is a {0, 1} map with ``normalize = False``: the
 engine only resizes it, and any grid threshold in (0, 1] binarises it to the same mask.
 """
@@ -15,10 +15,10 @@ from typing import ClassVar
 
 import torch
 
+from xaibench.engine.evaluation import threshold_values
 from xaibench.errors import UserError
-from xaibench.evaluation import threshold_values
 from xaibench.explainers.base import ExplainContext
-from xaibench.passes import Pass
+from xaibench.registry.passes import Pass
 
 THRESHOLD_RULE = "a threshold is a number in [0, 1] or 'otsu'"
 

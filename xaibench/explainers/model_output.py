@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from xaibench.engine.targets import probabilities
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext
-from xaibench.passes import Pass
-from xaibench.targets import probabilities
+from xaibench.registry.passes import Pass
 
 
 class ModelOutput:

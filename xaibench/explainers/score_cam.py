@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from xaibench.explainers.base import ExplainContext
-from xaibench.passes import Pass
+from xaibench.registry.passes import Pass
 
 
 class ScoreCAM:

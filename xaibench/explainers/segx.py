@@ -7,12 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from xaibench.engine.targets import probabilities
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext
 from xaibench.explainers.fitting import FitContext
 from xaibench.models.base import logits_of
-from xaibench.passes import Pass
-from xaibench.targets import probabilities
+from xaibench.registry.passes import Pass
 
 MASKS = ("target", "ground_truth", "segmenter")
 
@@ -33,7 +33,7 @@ class SegX:
       models; its weights' hash is part of the heatmap cache key. The probability is that of the
       explained class (``ctx.target.class_ids``: the target class of a segmentation model, the
       predicted or ``[run] class_id`` class of a classifier) under
-      :func:`xaibench.targets.probabilities` of the segmenter's logits (a sigmoid for one
+      :func:`xaibench.engine.targets.probabilities` of the segmenter's logits (a sigmoid for one
       channel, else a softmax); the mask is resized (nearest) to the map's size.
 
     ``dilation`` grows the mask by that many pixels (a square max filter), in every mode.

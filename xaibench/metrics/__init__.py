@@ -1,1 +1,1 @@
-"""Built-in metrics; registered by :mod:`xaibench.default_plugins.metrics` like any plugin's."""
+"""Built-in metrics; registered by :mod:`xaibench.registry.builtin.metrics` like any plugin's."""

@@ -44,7 +44,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from xaibench.targets import Target
+from xaibench.engine.targets import Target
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Faithfulness by perturbation (the WHU study's M1 / M2 / M3 and IoU drop).
 
 Each reads the model's output on the input perturbed according to the cell's mode (see
-:mod:`xaibench.perturb`). Formulas are in docs/metrics.md.
+:mod:`xaibench.engine.perturbation`). Formulas are in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.segmentation import mean_iou
 
+from xaibench.config.vocabulary import BACKGROUND_ONLY, CONFIDENCE, ENTROPY, HIGHER, IOU_DROP, LOWER
+from xaibench.engine.targets import predicted_classes, probabilities
 from xaibench.metrics.base import MetricContext
-from xaibench.targets import predicted_classes, probabilities
 
 
 def target_region(ctx: MetricContext) -> torch.Tensor:
@@ -38,9 +39,9 @@ def binary_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 class Confidence:
     """Mean predicted probability of the target class over the target region, on the perturbed input."""
 
-    name = "confidence"
-    direction = "higher"  # M2, M3: a faithful map keeps the model confident
-    directions = {"background_only": "lower"}  # M1: removing a faithful map's region makes confidence drop
+    name = CONFIDENCE
+    direction = HIGHER  # M2, M3: a faithful map keeps the model confident
+    directions = {BACKGROUND_ONLY: LOWER}  # M1: removing a faithful map's region makes confidence drop
     uses_threshold = True
     perturbation = "cell"
 
@@ -56,8 +57,8 @@ class Confidence:
 class Entropy:
     """Mean per-pixel prediction entropy (nats) over the target region, on the perturbed input."""
 
-    name = "entropy"
-    direction = "lower"
+    name = ENTROPY
+    direction = LOWER
     uses_threshold = True
     perturbation = "cell"
 
@@ -73,10 +74,10 @@ class IoUDrop:
     """IoU with ground truth of the prediction on the input with the highlighted region removed,
     minus the IoU of the prediction on the original input. Negative: the map found what mattered."""
 
-    name = "iou_drop"
-    direction = "lower"
+    name = IOU_DROP
+    direction = LOWER
     uses_threshold = True
-    perturbation = "background_only"
+    perturbation = BACKGROUND_ONLY
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         if ctx.ground_truth is None or ctx.logits.ndim != 4:

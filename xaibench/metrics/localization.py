@@ -16,6 +16,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.segmentation import hausdorff_distance
 
+from xaibench.config.vocabulary import HIGHER, LOWER
 from xaibench.metrics.base import MetricContext
 
 NAN = float("nan")
@@ -81,7 +82,7 @@ class _Localization:
     defined. Subclasses implement ``_compute``.
     """
 
-    direction = "higher"
+    direction = HIGHER
     uses_threshold = False
     perturbation = None
 
@@ -209,7 +210,7 @@ class Hausdorff(_Binarised):
     """Symmetric Hausdorff distance (pixels) between the binarised map and the ground truth."""
 
     name = "hausdorff"
-    direction = "lower"
+    direction = LOWER
 
     def _compute(self, ctx):
         truth = truth_region(ctx)
@@ -244,7 +245,7 @@ class MAE(_Localization):
     """Mean absolute error between the map and the binary ground truth."""
 
     name = "mae"
-    direction = "lower"
+    direction = LOWER
 
     def _compute(self, ctx):
         return (ctx.heatmap - truth_region(ctx).float()).abs().flatten(1).mean(1)
@@ -287,8 +288,8 @@ class EnergyPointingGame(_Localization):
 
 
 def _confidence(logits: torch.Tensor, ctx: MetricContext, rows: torch.Tensor) -> torch.Tensor:
+    from xaibench.engine.targets import probabilities
     from xaibench.metrics.faithfulness import region_mean, target_region
-    from xaibench.targets import probabilities
 
     probs = probabilities(logits)
     cls = ctx.target.class_ids.to(probs.device)[rows]
@@ -336,7 +337,7 @@ class DeletionAUC(_Curve):
     """Area under the deletion curve: a faithful map makes confidence fall fast (lower is better)."""
 
     name = "deletion_auc"
-    direction = "lower"
+    direction = LOWER
     insert = False
 
 
@@ -344,5 +345,5 @@ class InsertionAUC(_Curve):
     """Area under the insertion curve: a faithful map makes confidence rise fast (higher is better)."""
 
     name = "insertion_auc"
-    direction = "higher"
+    direction = HIGHER
     insert = True

@@ -1,1 +1,1 @@
-"""Built-in models; registered by :mod:`xaibench.default_plugins.models` like any plugin's."""
+"""Built-in models; registered by :mod:`xaibench.registry.builtin.models` like any plugin's."""

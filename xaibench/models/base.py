@@ -7,7 +7,6 @@ dataset, device and cache directory) returns a :class:`LoadedModel`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from xaibench.config.hashing import content_hash
 from xaibench.errors import UserError, did_you_mean
 
 Task = Literal["binary", "multiclass", "classifier"]
@@ -151,9 +151,8 @@ def infer_task(logits: torch.Tensor) -> Task:
 
 def weights_hash(module: nn.Module) -> str:
     """Content hash of a module's parameters and buffers (identifies a model in caches)."""
-    h = hashlib.sha256()
+    chunks: list[bytes | str] = []
     for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+        t = t.detach().cpu().contiguous()
+        chunks += [name, str(tuple(t.shape)), (t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes()]
+    return content_hash(*chunks)[:16]

@@ -16,7 +16,7 @@ from torch import nn
 from xaibench.datasets.base import Sample
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel, Tail
-from xaibench.models.training import LoadContext, config_hash, load_checkpoint, train_or_load
+from xaibench.models.training import LoadContext, load_checkpoint, train_or_load
 
 
 def _stack(items: list[Sample], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,10 +144,9 @@ class SmpUnet:
             params = {k: v for k, v in vars(self).items() if k not in ("checkpoint", "in_channels")}
             if channels != 3:
                 params["in_channels"] = channels
-            key = config_hash(model=self.name, params=params, dataset=ctx.dataset_key)
             module = train_or_load(
                 module,
-                ctx.cache_dir / "models" / f"{self.name}-{key}.pt",
+                ctx.model_path(self.name, params),
                 segmentation_step,
                 ctx.dataset.split("train"),
                 epochs=self.epochs,

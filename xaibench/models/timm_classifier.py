@@ -39,7 +39,7 @@ from xaibench.datasets.base import Sample
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel, Tail
 from xaibench.models.smp_unet import image_channels
-from xaibench.models.training import LoadContext, config_hash, load_checkpoint, train_or_load
+from xaibench.models.training import LoadContext, load_checkpoint, train_or_load
 
 NAME = "timm_classifier"
 #: the defaults of the ResNet-only parameters (other archs ignore these values, and only these)
@@ -278,8 +278,7 @@ class TimmClassifier:
             load_checkpoint(module, self.checkpoint)
             module = module.to(ctx.device).eval()
         else:
-            key = config_hash(model=self.name, params=self.params(channels), dataset=ctx.dataset_key)
-            path = ctx.cache_dir / "models" / f"{self.name}-{key}.pt"
+            path = ctx.model_path(self.name, self.params(channels))
             samples = ctx.dataset.split("train")
             if not path.is_file() and len(samples):
                 self._probe(module, samples[0].image, n_logits)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from xaibench.atomic import atomic_write
+from xaibench.config.hashing import config_hash as config_hash  # public: xaibench.plugin re-exports it
 from xaibench.errors import UserError
-from xaibench.hashing import config_hash as config_hash  # public: xaibench.plugin re-exports it
 from xaibench.models.onednn import avoiding_onednn_bug
-from xaibench.progress import progress_bar, warn
+from xaibench.util.atomic import atomic_write
+from xaibench.util.progress import progress_bar, warn
 
 
 @dataclass
@@ -34,9 +34,16 @@ class LoadContext:
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XAIBENCH_CACHE", Path.home() / ".cache" / "xaibench")))
     show_progress: bool = True
 
+    def model_path(self, name: str, params: dict) -> Path:
+        """Where model plugin ``name`` caches the weights it trains with ``params`` on this
+        dataset: ``CACHE/models/NAME-HASH.pt``, the hash of the name, ``params`` and the dataset
+        key (:func:`config_hash`); give the values used, not the TOML text, so that an explicit
+        default is the same model."""
+        return self.cache_dir / "models" / f"{name}-{config_hash(model=name, params=params, dataset=self.dataset_key)}.pt"
+
 
 def save_atomic(state: dict, path: Path) -> None:
-    """``torch.save(state, path)``, atomically (:func:`xaibench.atomic.atomic_write`: a crash
+    """``torch.save(state, path)``, atomically (:func:`xaibench.util.atomic.atomic_write`: a crash
     leaves the old file or the new one, never a torn checkpoint under ``path``)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 

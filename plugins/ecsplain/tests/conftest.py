@@ -18,6 +18,6 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_insar():
     """Eight 32 x 32 synthetic train tiles and four test tiles."""
-    from xaibench_ecsplain.dataset import InsarMovingAreas
+    from xaibench_ecsplain.synthetic import InsarMovingAreas
 
     return InsarMovingAreas(size=32, n_train=8, n_val=0, n_test=4, seed=3)

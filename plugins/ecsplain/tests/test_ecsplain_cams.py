@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from xaibench_ecsplain.cams import CAM_TYPES, NormCAM, capture, finish, multilayer_cam, raw_gradient_cam
-from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.model import ALIASES, Ecsplain, fused_layer
+from xaibench_ecsplain.synthetic import InsarMovingAreas
 
 import xaibench
 from xaibench.plugin import LoadContext, LoadedModel

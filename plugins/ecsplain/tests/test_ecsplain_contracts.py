@@ -3,9 +3,9 @@
 import pytest
 from xaibench_ecsplain.baselines import BASELINES
 from xaibench_ecsplain.cams import NormCAM
-from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.metrics import METRICS
 from xaibench_ecsplain.model import Ecsplain
+from xaibench_ecsplain.synthetic import InsarMovingAreas
 
 from xaibench.testing import check_dataset, check_explainer, check_metric, check_model
 

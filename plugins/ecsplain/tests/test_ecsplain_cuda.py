@@ -12,19 +12,19 @@ import copy
 import pytest
 import torch
 from xaibench_ecsplain.cams import CAM_TYPES, multilayer_cam
-from xaibench_ecsplain.dataset import InsarMovingAreas
 from xaibench_ecsplain.model import Ecsplain, fused_layer
+from xaibench_ecsplain.synthetic import InsarMovingAreas
 
 import xaibench
-from xaibench.devices import cuda_precision
 from xaibench.plugin import LoadContext, LoadedModel
+from xaibench.testing import full_float32
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(autouse=True)
-def full_float32():
-    with cuda_precision(torch.device("cuda"), tf32=False):
+def no_tf32():
+    with full_float32("cuda"):
         yield
 
 

@@ -7,7 +7,9 @@ import pytest
 import tifffile
 import torch
 from PIL import Image
-from xaibench_ecsplain.dataset import InsarFolder, InsarMovingAreas, phase_channels
+from xaibench_ecsplain.encoding import phase_channels
+from xaibench_ecsplain.folder import InsarFolder
+from xaibench_ecsplain.synthetic import InsarMovingAreas
 
 from xaibench.plugin import UserError
 
@@ -172,7 +174,7 @@ def test_folder_loader_errors(tmp_path):
 
 
 def test_augmentation_moves_image_and_mask_together_and_keeps_coherence():
-    from xaibench_ecsplain.dataset import augment
+    from xaibench_ecsplain.encoding import augment
 
     ds = InsarMovingAreas(size=32, n_train=8, positive_fraction=1.0, seed=4)
     samples = list(ds.split("train"))

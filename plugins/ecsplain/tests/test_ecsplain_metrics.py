@@ -16,7 +16,7 @@ from xaibench_ecsplain.metrics import (
 )
 
 from xaibench.plugin import MetricContext, UserError
-from xaibench.targets import resolve
+from xaibench.testing import metric_target
 
 NAN = float("nan")
 
@@ -26,7 +26,7 @@ def _ctx(logits, labels=None, truth=None):
     return MetricContext(
         images=torch.zeros(b, 2, 4, 4),
         ground_truth=truth,
-        target=resolve(None, logits),
+        target=metric_target(logits),
         logits=logits,
         heatmap=torch.zeros(b, 4, 4),
         forward=lambda x: logits,

@@ -101,7 +101,7 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
 
 
 def tiny_labels() -> list[int]:
-    from xaibench_ecsplain.dataset import InsarMovingAreas
+    from xaibench_ecsplain.synthetic import InsarMovingAreas
 
     return [s.label for s in InsarMovingAreas(size=32, n_train=8, n_val=0, n_test=4, seed=0).split("test")]
 

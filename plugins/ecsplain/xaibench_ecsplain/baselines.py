@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaibench.plugin import LoadContext, LoadedModel, Sample, UserError, load_checkpoint
-from xaibench_ecsplain.dataset import augment as augment_batch
+from xaibench_ecsplain.encoding import augment as augment_batch
 from xaibench_ecsplain.model import dataset_channels, train_cached
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ DILATED_LAYERS = {"backbone": "backbone", "head": "head"}
 
 def segmentation_step(module: nn.Module, items: list[Sample], opt: torch.optim.Optimizer, augment: bool = False) -> dict[str, float]:
     """One step of BCE on the binary masks (a batch of one is doubled: BatchNorm needs two),
-    optionally on augmented tiles (:func:`xaibench_ecsplain.dataset.augment`)."""
+    optionally on augmented tiles (:func:`xaibench_ecsplain.encoding.augment`)."""
     device = next(module.parameters()).device
     if len(items) == 1:
         items = items * 2

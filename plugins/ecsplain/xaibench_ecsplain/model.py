@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.plugin import LoadContext, LoadedModel, Sample, UserError, config_hash, load_checkpoint, train_or_load
+from xaibench.plugin import LoadContext, LoadedModel, Sample, UserError, load_checkpoint, train_or_load
 from xaibench_ecsplain.cams import CAM_TYPES, multilayer_cam
-from xaibench_ecsplain.dataset import augment as augment_batch
+from xaibench_ecsplain.encoding import augment as augment_batch
 
 MODEL_TYPES = ("resnet18", "resnet50")
 SEG_LOSSES = ("BCE", "MSE")
@@ -194,11 +194,11 @@ def train_cached(
     title: str,
 ) -> tuple[nn.Module, float]:
     """``module`` trained on the train split on first use (Adam with the authors' betas,
-    ``plugin.nb_epochs``, ``batch_size``, ``lr``, ``seed``), cached under a hash of ``params``
-    and the dataset, in eval mode on ``ctx.device``; and the seconds spent training (0 when
-    the weights came from the cache). Shared by ``ecsplain`` and the baselines."""
-    key = config_hash(model=plugin.name, params=params, dataset=ctx.dataset_key)
-    path = ctx.cache_dir / "models" / f"{plugin.name}-{key}.pt"
+    ``plugin.nb_epochs``, ``batch_size``, ``lr``, ``seed``), cached at
+    ``ctx.model_path(plugin.name, params)`` (a hash of ``params`` and the dataset), in eval mode
+    on ``ctx.device``; and the seconds spent training (0 when the weights came from the cache).
+    Shared by ``ecsplain`` and the baselines."""
+    path = ctx.model_path(plugin.name, params)
     cached = path.is_file()
     t0 = time.perf_counter()
     module = train_or_load(
@@ -263,7 +263,7 @@ class Ecsplain:
         cam_layers: layer aliases (or module paths of the ResNet) whose CAMs are averaged.
         score_cam_fraction: share of each layer's channels Score-CAM uses in a training step.
         augment: random 90-degree rotations, flips and global phase offsets of the training tiles
-            (:func:`xaibench_ecsplain.dataset.augment`; the authors use the phase offsets).
+            (:func:`xaibench_ecsplain.encoding.augment`; the authors use the phase offsets).
         """
         if cam_type not in CAM_TYPES:
             raise UserError(f"cam_type {cam_type!r} is not allowed; allowed: {', '.join(CAM_TYPES)}")

@@ -13,9 +13,10 @@ from __future__ import annotations
 from xaibench.plugin import hookimpl
 from xaibench_ecsplain.baselines import BASELINES
 from xaibench_ecsplain.cams import NormCAM
-from xaibench_ecsplain.dataset import InsarFolder, InsarMovingAreas
+from xaibench_ecsplain.folder import InsarFolder
 from xaibench_ecsplain.metrics import METRICS
 from xaibench_ecsplain.model import Ecsplain
+from xaibench_ecsplain.synthetic import InsarMovingAreas
 
 
 @hookimpl

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 import xaibench
-from xaibench.config import load_config
-from xaibench.runner import plan
+from xaibench.cli import main
 
 BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "landslides.toml"
 TABLE_4_1 = {"mask_and:grad_cam", "mask_and:cyclegan", "mask_and:grad_cam+gan", "mask_and:thesis", "mask_and:otsu"}
@@ -37,11 +36,12 @@ def run(tmp_path_factory):
     return d / "out", df
 
 
-def test_the_shipped_benchmark_validates_with_five_folds():
-    config = load_config(BENCHMARK)
-    assert config.run.folds == 5
-    p = plan(config)
-    assert {m.ref.label for m in p.models} == {"classifier", "classifier-sweep", "unet"}
+def test_the_shipped_benchmark_validates_with_five_folds(capsys):
+    assert main(["validate", str(BENCHMARK)]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.startswith(f"ok: {BENCHMARK}: ") and " in 5 folds" in header  # [run] folds = 5
+    models = {line.split()[0] for line in lines if line.startswith("  ")}  # "  LABEL (MODEL): ..." per model
+    assert models == {"classifier", "classifier-sweep", "unet"}
 
 
 def test_every_row_of_table_4_1_is_scored_on_every_image_once(run):

@@ -325,11 +325,10 @@ def test_registered_through_the_entry_point_of_xaibench_weaksup():
     eps = [ep for ep in metadata.entry_points(group="xaibench") if ep.name == "weaksup"]
     assert len(eps) == 1 and eps[0].value == "xaibench_weaksup.plugin"
     assert eps[0].dist is not None and eps[0].dist.metadata["name"] == "xaibench-weaksup"
-    from xaibench.plugins import load_registry
+    from xaibench.testing import plugin_entry
 
-    registry = load_registry()
     for name, cls in (("landslides", Landslides), ("bijie", Bijie)):
-        entry = registry.entry("datasets", name)
+        entry = plugin_entry("datasets", name)
         assert entry.cls is cls and entry.distribution == "xaibench-weaksup" and entry.module == "xaibench_weaksup.plugin"
 
 

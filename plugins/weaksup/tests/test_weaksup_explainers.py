@@ -9,7 +9,7 @@ from xaibench_weaksup import cyclegan as cg
 from xaibench_weaksup.explainers import CycleGANDiff
 
 from xaibench.plugin import FitContext, Sample, UserError
-from xaibench.testing import TinyDataset, check_explainer, tiny_images, tiny_unet
+from xaibench.testing import TinyDataset, check_explainer, explainer_maps, tiny_images, tiny_unet
 
 TINY = dict(epochs=1, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2)
 
@@ -49,10 +49,8 @@ def test_an_identity_generator_gives_an_all_zero_map():
     e = CycleGANDiff()
     e._generator = nn.Identity()
     images, _ = tiny_images()
-    from xaibench.heatmaps import HeatmapEngine
-
-    maps = HeatmapEngine(tiny_unet(), {"cyclegan_diff": e}, fitted={"cyclegan_diff": "identity"}).run(images, ["output"], pairs=[("cyclegan_diff", "")])
-    assert torch.equal(maps.maps[("cyclegan_diff", "")], torch.zeros(2, 32, 32))
+    maps = explainer_maps(e, tiny_unet(), images, "output", fitted="identity")
+    assert torch.equal(maps, torch.zeros(2, 32, 32))
 
 
 def test_unlabelled_training_images_are_a_user_error(tmp_path):

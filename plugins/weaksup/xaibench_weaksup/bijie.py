@@ -41,10 +41,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from xaibench.plugin import LazySplit, Sample, UserError, did_you_mean
-from xaibench_weaksup.checks import check_bool, check_float, check_int, mean_of
+from xaibench.plugin import SPLITS, LazySplit, Sample, UserError, check_bool, check_float, check_int, did_you_mean
 
-SPLITS = ("train", "val", "test")
 URL = "http://gpcv.whu.edu.cn/data/Bijie_pages.html"
 SOURCE = f"the Bijie landslide dataset is published by the GPCV group of Wuhan University at {URL}"
 LAYOUT = "ROOT/landslide/{image,mask,dem}/NAME.png and ROOT/non-landslide/{image,dem}/NAME.png"
@@ -116,6 +114,15 @@ def _resize(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     if mode == "nearest":
         return F.interpolate(t[None], size=(size, size), mode="nearest-exact")[0]
     return F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def mean_of(split: Sequence[Sample], n: int) -> torch.Tensor:
+    """Per-channel mean of the first ``min(n, len(split))`` images of ``split``."""
+    m = min(n, len(split))
+    sums = torch.zeros(split[0].image.shape[0], dtype=torch.float64)
+    for i in range(m):
+        sums += split[i].image.double().mean(dim=(1, 2))
+    return (sums / m).float()
 
 
 class Bijie:

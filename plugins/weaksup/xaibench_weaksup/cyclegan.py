@@ -35,8 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.plugin import Sample, UserError, save_atomic
-from xaibench.progress import progress_bar
+from xaibench.plugin import Sample, UserError, progress_bar, save_atomic
 
 #: ITU-R BT.601 luma weights used by :func:`cyclegan_difference`
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)

@@ -37,11 +37,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from xaibench.plugin import LazySplit, Sample, UserError, did_you_mean
-from xaibench_weaksup.checks import check_bool, check_float, check_int
+from xaibench.plugin import SPLITS, LazySplit, Sample, UserError, check_bool, check_float, check_int, did_you_mean
 from xaibench_weaksup.terrain import Flow, densify, hillshade, noise_field, stamp, terrain, wandering_curve
 
-SPLITS = ("train", "val", "test")
 #: tiles used by :meth:`Landslides.channel_mean`
 MEAN_TILES = 64
 

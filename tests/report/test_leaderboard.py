@@ -1,0 +1,122 @@
+import pandas as pd
+
+from xaibench.report.leaderboard import render
+from xaibench.report.stats import summarize
+
+
+def _results():
+    rows = []
+    vals = {"score_cam": -0.5, "grad_cam": -0.3, "eigen_cam": 0.05}
+    for e, v in vals.items():
+        for layer, shift in (("decoder1", 0.0), ("decoder2", 0.1)):
+            for i in range(8):
+                for t in ("0.1", "0.2"):
+                    rows.append(dict(dataset="d", model="m", explainer=e, layer=layer, threshold=t, perturbation="background_only", metric="iou_drop", image_id=f"i{i}", value=v + shift + 0.01 * i, direction="lower"))
+                    rows.append(dict(dataset="d", model="m", explainer=e, layer=layer, threshold=t, perturbation="background_only", metric="confidence", image_id=f"i{i}", value=0.5 + v + 0.01 * i, direction="lower"))
+                    rows.append(dict(dataset="d", model="m", explainer=e, layer=layer, threshold=t, perturbation="background_only", metric="entropy", image_id=f"i{i}", value=0.3, direction="lower"))
+    return pd.DataFrame(rows)
+
+
+def test_leaderboard_has_the_three_analyses_ranked_in_the_declared_direction():
+    df = _results()
+    md = render(df, summarize(df), "t")
+    assert "## Best method per perturbation mode and threshold" in md
+    assert "## Faithfulness ranking by IoU drop" in md and "## Layer comparison" in md
+    iou = md.split("## Faithfulness ranking by IoU drop")[1].split("##")[0]
+    lines = [l for l in iou.splitlines() if l.startswith("| 1 ") or l.startswith("| 6 ")]
+    assert "m | score_cam | decoder1" in lines[0] and "m | eigen_cam | decoder2" in lines[1]
+    m1 = md.split("M1 background only")[1].split("###")[0]
+    assert "| 0.1 | m | score_cam | decoder1 |" in m1
+    layer = md.split("## Layer comparison")[1].split("##")[0]
+    assert "| m | grad_cam | iou_drop (M1) | " in layer and layer.count("decoder1 |") >= 3
+
+
+def test_the_layer_comparison_leaves_out_a_pixel_attribution_and_its_input_column():
+    df = _results()
+    saliency = df[(df.explainer == "grad_cam") & (df.layer == "decoder1")].assign(explainer="saliency", layer="input")
+    md = render(pd.concat([df, saliency]), summarize(pd.concat([df, saliency])), "t")
+    layer = md.split("## Layer comparison")[1].split("##")[0]
+    assert "| model | explainer | metric | decoder1 | decoder2 | better |" in layer
+    assert "saliency" not in layer and "input" not in layer
+    assert "| m | saliency | input |" in md  # still ranked in the other sections
+    assert "Layer `input`: a pixel attribution" in md.split("##")[0]
+    assert "Layer `input`" not in render(df, summarize(df), "t")  # CAMs only: no such line
+
+
+def test_sanity_section_flags_insensitive_methods():
+    rows = []
+    for e, v in (("random", 0.9), ("grad_cam", 0.1)):
+        for i in range(5):
+            rows.append(dict(dataset="d", model="m", explainer=e, layer="l", threshold="", perturbation="", metric="sanity_rank_correlation", image_id=f"i{i}", value=v, direction="lower"))
+    df = pd.DataFrame(rows)
+    md = render(df, summarize(df), "t")
+    section = md.split("## Sanity check")[1]
+    assert "| m | random | l |" in section and "insensitive" in section.split("| m | random")[1].splitlines()[0]
+    assert "passes" in section.split("| m | grad_cam")[1].splitlines()[0]
+
+
+def test_rankings_test_every_row_against_rank_one_across_models():
+    """One explainer per model: ``p vs best`` (same model, layer, threshold) has nothing to
+    compare, ``p vs #1`` tests each row against the ranking's first row, paired by image."""
+    rows = []
+    for model, shift in (("good", 0.3), ("close", 0.3), ("bad", 0.0)):
+        for i in range(12):
+            noise = 0.001 * ((i * 7) % 5) if model == "close" else 0.0
+            rows.append(dict(dataset="d", model=model, explainer="cam", layer="l", threshold="0.5", perturbation="", metric="localization_f1", image_id=f"i{i}", value=shift + 0.02 * i + noise, direction="higher"))
+    df = pd.DataFrame(rows)
+    md = render(df, summarize(df), "t")
+    table = md.split("### localization_f1")[1]
+    assert "p vs best | p vs #1 |" in table
+    line = {r.split(" | ")[1]: r for r in table.splitlines() if r.startswith("| ") and " | cam | " in r}
+    assert line["close"].startswith("| 1 ") and line["close"].endswith("| best | #1 |")  # the noise puts it first
+    # close - good: 9 positive differences, 3 zeros (dropped): exact two-sided p = 2 / 2**9
+    assert line["good"].endswith(f"| best | {2 / 2**9:.3f} * |")
+    assert line["bad"].split(" | ")[-1].rstrip(" |").endswith("*")
+
+
+def _sources_spelling(pattern: str, home: str) -> list[str]:
+    """Lines of the project's Python sources (core, plugins, benchmarks) outside ``home`` that
+    match ``pattern``."""
+    import re
+    from pathlib import Path
+
+    import xaibench
+
+    root = Path(xaibench.__file__).resolve().parents[1]
+    found = []
+    for sub in ("xaibench", "plugins", "benchmarks"):
+        for path in sorted((root / sub).rglob("*.py")):
+            if path.relative_to(root).as_posix() == home:
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if re.search(pattern, line):
+                    found.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    return found
+
+
+def test_perturbation_modes_and_their_labels_have_one_home():
+    """Mode names and labels are spelled in xaibench/config/vocabulary.py only; the config, the perturbations,
+    the leaderboard, the plots and the closing table import them."""
+    from xaibench.config import parse as config
+    from xaibench.config import vocabulary as modes
+    from xaibench.engine import perturbation as perturb
+    from xaibench.registry import contracts
+    from xaibench.report import console as report
+    from xaibench.report import leaderboard, plots
+
+    assert config.PERTURBATIONS is perturb.MODES is contracts.PERTURBATIONS is modes.MODES
+    assert leaderboard.MODE_LABELS is modes.MODE_LABELS and leaderboard.MODE_SHORT is report.MODE_SHORT is modes.MODE_SHORT
+    assert modes.MODE_SHORT == {"background_only": "M1", "highlighted_only": "M2", "highlighted_plus_target": "M3"}
+    assert plots.MODE_TITLES == {**modes.MODE_LABELS, "": "no perturbation"}
+    respelled = r"""M[123] (background|highlighted)|["']M[123]["']|["']background_only["']\s*,\s*["']highlighted_only["']"""
+    assert _sources_spelling(respelled, "xaibench/config/vocabulary.py") == []
+
+
+def test_result_columns_are_spelled_in_results_only():
+    from xaibench.report import stats
+    from xaibench.runs import results
+    from xaibench.runs.results import FIXED_COLUMNS
+
+    assert stats.CELL == results.CELL_COLUMNS == FIXED_COLUMNS[:-2] and stats.REPLICATE is results.REPLICATE_COLUMNS
+    respelled = r"""["']fold["'],\s*["']seed["']|["']image_id["'],\s*["']value["']|["']perturbation["'],\s*["']metric["']\]"""
+    assert _sources_spelling(respelled, "xaibench/runs/results.py") == []

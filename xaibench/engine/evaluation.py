@@ -1,0 +1,104 @@
+"""Where metrics are computed: one image batch's maps -> tidy rows for the requested cells.
+
+Thresholds are resolved per image (Otsu differs by map), every perturbed input the cells
+need is collected into one :class:`~xaibench.engine.perturbation.PerturbationBatch` (duplicates once,
+forwards in chunks), then each metric scores its cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from skimage.filters import threshold_otsu
+
+from xaibench.engine.grid import Cell
+from xaibench.engine.heatmaps import BatchMaps
+from xaibench.engine.perturbation import PerturbationBatch, keep_mask
+from xaibench.errors import UserError
+from xaibench.metrics.base import MetricContext
+from xaibench.registry.contracts import check_scores, lent, origin
+
+
+def threshold_values(heatmap: torch.Tensor, label: str) -> torch.Tensor:
+    """Per-image thresholds [B] for a threshold label (a number, or ``otsu``)."""
+    if label == "otsu":
+        vals = []
+        for m in heatmap.detach().cpu().numpy():
+            vals.append(float(threshold_otsu(m)) if np.ptp(m) > 0 else 0.5)
+        return torch.tensor(vals, dtype=heatmap.dtype, device=heatmap.device)
+    return torch.full((heatmap.shape[0],), float(label), dtype=heatmap.dtype, device=heatmap.device)
+
+
+def evaluate_batch(
+    cells: Sequence[Cell],
+    metrics: Mapping[str, object],
+    maps: BatchMaps,
+    layer_paths: Mapping[str, str],
+    images: torch.Tensor,
+    ground_truth: torch.Tensor | None,
+    fill: torch.Tensor,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int,
+    labels: torch.Tensor | None = None,
+) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor] | None]]:
+    """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None, counts):
+    counts are a pooled metric's per-image counts (name -> float64 [B] on the CPU, NaN for an
+    image left out), None for other metrics."""
+    heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells if c.explainer}
+    thresholds: dict[tuple, torch.Tensor] = {}
+    binaries: dict[tuple, torch.Tensor] = {}
+    for c in cells:
+        if c.threshold and (c.pair, c.threshold) not in thresholds:
+            t = threshold_values(heat[c.pair], c.threshold)
+            thresholds[(c.pair, c.threshold)] = t
+            binaries[(c.pair, c.threshold)] = heat[c.pair] >= t[:, None, None]
+
+    region = maps.target.region
+    if region is None and ground_truth is not None:
+        region = (ground_truth == maps.target.class_ids.to(ground_truth.device)[:, None, None]).float()
+    batch = PerturbationBatch(images, fill)
+    for c in cells:
+        if c.perturbation:
+            key = (c.pair, c.threshold, c.perturbation)
+            if key not in batch:
+                batch.add(key, keep_mask(c.perturbation, binaries[(c.pair, c.threshold)], region))
+    if batch.unique:
+        batch.run(forward, chunk_size)
+
+    out = []
+    for c in cells:
+        t = thresholds.get((c.pair, c.threshold))
+        ctx = MetricContext(
+            images=images,
+            ground_truth=ground_truth,
+            target=maps.target,
+            logits=maps.logits,
+            heatmap=heat.get(c.pair),  # None for a model-level metric
+            forward=forward,
+            fill=fill,
+            labels=labels,
+            threshold=t,
+            binary=binaries.get((c.pair, c.threshold)),
+            perturbed_logits=batch.result((c.pair, c.threshold, c.perturbation)) if c.perturbation else None,
+        )
+        values, counts = _compute(metrics[c.metric], c, ctx)
+        out.append((c, values.detach().float().cpu(), None if t is None else t.detach().cpu(), counts))
+    return out
+
+
+LENT = ("images", "ground_truth", "logits", "heatmap", "binary", "perturbed_logits", "threshold", "fill")
+
+
+def _compute(metric: object, cell: Cell, ctx: MetricContext) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """``metric.compute(ctx)``, checked: a user error names the metric, its distribution and the
+    cell; scores must be [B], or a pooled metric's counts (:func:`~xaibench.registry.contracts.check_scores`,
+    which returns the values and the counts); no lent tensor may change."""
+    where = f"cell {cell.key}"
+    with lent(ctx, LENT, f"metric {cell.metric!r} ({origin(metric)})"):
+        try:
+            values = metric.compute(ctx)
+        except (ValueError, UserError) as exc:  # a metric that cannot apply here (no ground truth, a classifier, ...)
+            raise UserError(f"metric {cell.metric!r} ({origin(metric)}) on {where}: {exc}") from exc
+    return check_scores(values, metric, cell.metric, ctx.images.shape[0], where)

@@ -1,0 +1,104 @@
+"""Perturbed inputs for faithfulness metrics, built from binarised maps and batched.
+
+Modes (the grid's ``perturbations`` axis), with ``H`` = map >= threshold:
+
+- ``background_only`` (M1): keep pixels outside H; the highlighted region is removed;
+- ``highlighted_only`` (M2): keep H only;
+- ``highlighted_plus_target`` (M3): keep H and the target region.
+
+Removed pixels take the fill: ``zero``, ``mean`` (the dataset's channel mean) or ``blur`` (a
+Gaussian blur of the image). :class:`PerturbationBatch` collects every perturbed input of an
+image batch, computes identical ones once, and forwards them in chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+from xaibench.config.hashing import content_hash
+from xaibench.config.vocabulary import BACKGROUND_ONLY, HIGHLIGHTED_ONLY, HIGHLIGHTED_PLUS_TARGET, MODES
+
+
+def keep_mask(mode: str, binary: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
+    """Pixels [B, H, W] kept by ``mode`` given the binarised map and the target region."""
+    if mode == BACKGROUND_ONLY:
+        return ~binary
+    if mode == HIGHLIGHTED_ONLY:
+        return binary
+    if mode == HIGHLIGHTED_PLUS_TARGET:
+        if region is None:
+            raise ValueError("highlighted_plus_target needs a target region")
+        return binary | (region > 0)
+    raise ValueError(f"unknown perturbation mode {mode!r}; known: {', '.join(MODES)}")
+
+
+def fill_values(images: torch.Tensor, fill: str, channel_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """What removed pixels become, [B, C, H, W]."""
+    if fill == "zero":
+        return torch.zeros_like(images)
+    if fill == "mean":
+        if channel_mean is None:
+            raise ValueError("fill 'mean' needs the dataset's channel mean")
+        return channel_mean.to(images)[None, :, None, None].expand_as(images).clone()
+    if fill == "blur":
+        k = max(3, (min(images.shape[-2:]) // 8) | 1)
+        return gaussian_blur(images, kernel_size=[k, k], sigma=k / 3)
+    raise ValueError(f"unknown fill {fill!r}")
+
+
+def perturb(images: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    keep = keep[:, None].to(images.dtype)
+    return images * keep + fill * (1 - keep)
+
+
+class PerturbationBatch:
+    """Collects perturbed inputs (one per image and request), dedupes them, forwards in chunks."""
+
+    def __init__(self, images: torch.Tensor, fill: torch.Tensor):
+        self.images = images
+        self.fill = fill
+        self._rows: dict[tuple[int, str], int] = {}  # (image index, keep-mask hash) -> row
+        self._inputs: list[tuple[int, torch.Tensor]] = []
+        self._requests: dict[object, list[int]] = {}
+        self.logits: torch.Tensor | None = None
+
+    def add(self, key: object, keep: torch.Tensor) -> None:
+        """Request the perturbed batch for ``key`` with keep mask [B, H, W]."""
+        rows = []
+        for i, k in enumerate(keep):
+            digest = content_hash(k.cpu().numpy().tobytes())
+            row = self._rows.get((i, digest))
+            if row is None:
+                row = len(self._inputs)
+                self._rows[(i, digest)] = row
+                self._inputs.append((i, k))
+            rows.append(row)
+        self._requests[key] = rows
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._requests
+
+    @property
+    def unique(self) -> int:
+        return len(self._inputs)
+
+    @property
+    def requested(self) -> int:
+        return sum(len(r) for r in self._requests.values())
+
+    @torch.no_grad()
+    def run(self, forward, chunk_size: int) -> None:
+        """Forward every unique perturbed input, ``chunk_size`` at a time."""
+        outs = []
+        for s in range(0, len(self._inputs), chunk_size):
+            part = self._inputs[s : s + chunk_size]
+            idx = torch.tensor([i for i, _ in part], device=self.images.device)
+            keep = torch.stack([k for _, k in part]).to(self.images.device)
+            outs.append(forward(perturb(self.images[idx], keep, self.fill[idx])))
+        self.logits = torch.cat(outs) if outs else None
+
+    def result(self, key: object) -> torch.Tensor:
+        """Logits [B, ...] of the perturbed batch requested as ``key``."""
+        assert self.logits is not None, "run() first"
+        return self.logits[torch.tensor(self._requests[key], device=self.logits.device)]

@@ -1,0 +1,14 @@
+"""The built-in datasets' hook implementation (entry point ``datasets`` of the xaibench distribution)."""
+
+from __future__ import annotations
+
+from xaibench.registry.hookspecs import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    from xaibench.datasets.rooftops import Rooftops
+    from xaibench.datasets.whu import WHU
+
+    register(Rooftops)
+    register(WHU)

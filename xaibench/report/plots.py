@@ -1,0 +1,139 @@
+"""PNG plots next to the leaderboard: metric-versus-threshold curves and a gallery of maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from xaibench.config.vocabulary import (
+    MODE_LABELS,  # noqa: E402
+    SANITY_METRIC,
+    higher_is_better,
+)
+from xaibench.runs.results import REPLICATE_COLUMNS, atomic_write  # noqa: E402
+
+#: a plot title per mode (cells without a perturbation are plotted as one more)
+MODE_TITLES = {**MODE_LABELS, "": "no perturbation"}
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+LAYER_STYLES = ("-", "--", ":", "-.")
+
+
+def _line_looks(block: pd.DataFrame) -> tuple[dict, dict]:
+    """A colour per explainer (tab10, or tab20 past ten) and a line style per layer, so one
+    method's layers share a colour and no two methods do."""
+    explainers = sorted(block["explainer"].unique())
+    cmap = plt.get_cmap("tab10" if len(explainers) <= 10 else "tab20")
+    colour = {e: cmap(i % cmap.N) for i, e in enumerate(explainers)}
+    style = {l: LAYER_STYLES[i % len(LAYER_STYLES)] for i, l in enumerate(sorted(block["layer"].unique()))}
+    return colour, style
+
+
+def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One PNG per metric: mean vs threshold, a line per explainer x layer, a panel per mode."""
+    s = summary[pd.to_numeric(summary["threshold"], errors="coerce").notna()].copy()
+    s["t"] = pd.to_numeric(s["threshold"])
+    paths = []
+    for metric, block in s.groupby("metric"):
+        modes = sorted(block["perturbation"].unique())
+        fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.4), squeeze=False, sharey=True)
+        colour, style = _line_looks(block)  # one legend for every panel: the same looks in each
+        for ax, mode in zip(axes[0], modes):
+            mb = block[block["perturbation"] == mode]
+            for (e, l), g in mb.groupby(["explainer", "layer"]):
+                g = g.sort_values("t")
+                ax.plot(g["t"], g["mean"], marker="o", ms=3, label=f"{e} @ {l}", color=colour[e], linestyle=style[l])
+                ax.fill_between(g["t"], g["ci_low"], g["ci_high"], alpha=0.12, color=colour[e])
+            ax.set_title(f"{MODE_TITLES.get(mode, mode)} ({mb['direction'].iloc[0]} is better)", fontsize=9)
+            ax.set_xlabel("threshold")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(metric)
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        path = out_dir / f"threshold_{metric}.png"
+        _save(fig, path)
+        paths.append(path)
+    return paths
+
+
+def _show_image(ax, image: torch.Tensor) -> None:
+    img = image.detach().cpu().permute(1, 2, 0).numpy()
+    img = img[..., :3] if img.shape[-1] >= 3 else img[..., 0]
+    ax.imshow(np.clip(img, 0, 1), cmap=None if img.ndim == 3 else "gray")
+
+
+def gallery(
+    images: torch.Tensor, truth: torch.Tensor | None, maps: dict[tuple[str, str], torch.Tensor], path: Path, n: int = 4,
+    extras: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """A grid: a row per image (image, ground truth, each of ``extras`` (title -> images
+    [B, C, H, W] an explainer made, e.g. a CycleGAN's G(x)), then each explainer x layer map)."""
+    keys, extras = sorted(maps), dict(extras or {})
+    n = min(n, images.shape[0])
+    first = 2 + len(extras)
+    cols = first + len(keys)
+    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+    for i in range(n):
+        _show_image(axes[i][0], images[i])
+        if truth is not None:
+            axes[i][1].imshow(truth[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        for j, extra in enumerate(extras.values()):
+            _show_image(axes[i][2 + j], extra[i])
+        for j, k in enumerate(keys):
+            axes[i][first + j].imshow(maps[k][i].detach().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_title("image", fontsize=7)
+    axes[0][1].set_title("ground truth", fontsize=7)
+    for j, title in enumerate(extras):
+        axes[0][2 + j].set_title(title, fontsize=6)
+    for j, (e, l) in enumerate(keys):
+        axes[0][first + j].set_title(f"{e}\n{l}", fontsize=6)
+    _save(fig, path)
+    return path
+
+
+def replicate_spread(per_replicate: pd.DataFrame, out_dir: Path, top: int = 10) -> list[Path]:
+    """With replicates, one PNG per metric: its ranking's top entries (best at the top), a dot
+    per replicate's statistic and a bar at their mean, a panel per mode; so one sees whether
+    the leader's lead is larger than what another training run moves it by."""
+    if per_replicate.empty or per_replicate.groupby(REPLICATE_COLUMNS).ngroups < 2:
+        return []
+    paths = []
+    for metric, block in per_replicate[per_replicate["metric"] != SANITY_METRIC].groupby("metric"):
+        modes = sorted(block["perturbation"].unique())
+        fig, axes = plt.subplots(1, len(modes), figsize=(4.6 * len(modes), 0.32 * top + 1.2), squeeze=False)
+        for ax, mode in zip(axes[0], modes):
+            mb = block[block["perturbation"] == mode]
+            higher = higher_is_better(mb["direction"].iloc[0])
+            entries = mb.groupby(["model", "explainer", "layer", "threshold"])["value"].mean().dropna()
+            entries = entries.sort_values(ascending=not higher).head(top)
+            for y, (entry, mean) in enumerate(entries.items()):
+                vals = mb[(mb[["model", "explainer", "layer", "threshold"]] == pd.Series(entry, index=["model", "explainer", "layer", "threshold"])).all(axis=1)]["value"]
+                ax.scatter(vals, np.full(len(vals), y), s=14, alpha=0.7, color="tab:blue", zorder=2)
+                ax.plot([mean, mean], [y - 0.3, y + 0.3], color="black", lw=1.5, zorder=3)
+            many = mb["model"].nunique() > 1
+            ax.set_yticks(range(len(entries)))
+            ax.set_yticklabels(
+                [(f"{m} / " if many else "") + (e or "(model)") + (f" @ {l}" if l else "") + (f" @ {t}" if t else "") for m, e, l, t in entries.index], fontsize=7
+            )
+            ax.invert_yaxis()
+            ax.set_title(f"{MODE_TITLES.get(mode, mode)} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+            ax.set_xlabel(f"{metric}: dot = one replicate, bar = mean")
+            ax.grid(alpha=0.3, axis="x")
+        path = out_dir / f"replicates_{metric}.png"
+        _save(fig, path)
+        paths.append(path)
+    return paths

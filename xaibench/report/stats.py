@@ -1,0 +1,307 @@
+"""Aggregation per cell: mean, std, n and a 95% bootstrap CI (scipy.stats.bootstrap), and the
+paired Wilcoxon signed-rank test of each method against the best one in its column.
+
+With replicates (``fold`` / ``seed`` columns, :mod:`xaibench.runs.replicates`), a cell's value is
+the mean over replicates of each replicate's statistic, its CI a two-level bootstrap
+(resample replicates, then images within each), and ``replicate_sd`` the spread across them.
+
+A metric whose dataset statistic is not a mean of per-image values (an F1 over images, say)
+declares ``aggregate(values) -> float`` (a 1-D array of the non-NaN per-image values); the
+cell's ``mean`` column then holds that statistic, its CI is bootstrapped with it, and the
+``statistic`` column names it. A pooled metric (a ratio of sums, such as the IoU of all pixels)
+declares ``pool`` instead (:class:`Pooled`): its statistic is ``pool`` of its per-image counts
+summed over the images (``counts`` column), and its bootstraps resample images with their counts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from xaibench.config.vocabulary import best_label
+from xaibench.report.stability import add_stability
+from xaibench.runs.results import CELL_COLUMNS, COUNTS, REPLICATE_COLUMNS, decode_counts
+
+Aggregate = Callable[[np.ndarray], float]
+
+CELL = CELL_COLUMNS
+REPLICATE = REPLICATE_COLUMNS
+
+
+def with_replicates(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the replicate columns (fold "" and seed 0 where a table has none: one replicate)."""
+    missing = {k: v for k, v in (("fold", ""), ("seed", 0)) if k not in df}
+    return df.assign(**missing) if missing else df
+
+
+class Pooled:
+    """A pooled dataset statistic: ``pool`` (dict of count name -> float array, elementwise) of
+    per-image counts summed over images. Called on a matrix [..., images, names] of counts it
+    returns the statistic [...] of each stack of images (NaN where ``pool`` is undefined)."""
+
+    __name__ = "pooled"
+
+    def __init__(self, pool: Callable[[dict[str, np.ndarray]], np.ndarray]):
+        self.pool = pool
+
+    def __call__(self, names: list[str], counts: np.ndarray) -> np.ndarray:
+        sums = counts.sum(axis=-2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.asarray(self.pool({k: sums[..., j] for j, k in enumerate(names)}), dtype=float)
+        return np.broadcast_to(out, sums.shape[:-1]) if names else np.full(sums.shape[:-1], np.nan)
+
+    def resampled(self, names: list[str], counts: np.ndarray, rng: np.random.Generator, m: int) -> np.ndarray:
+        """The statistic of ``m`` resamples (images drawn with replacement with their counts) [m]."""
+        n = len(counts)
+        step = max(1, 4_000_000 // max(1, counts.size))  # resamples per chunk: bounded memory
+        return np.concatenate([self(names, counts[rng.integers(0, n, size=(min(step, m - s), n))]) for s in range(0, m, step)])
+
+
+def counts_of(rows: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The count names and [images with counts, names] matrix of some rows (none without the column)."""
+    return decode_counts(rows[COUNTS]) if COUNTS in rows else ([], np.zeros((0, 0)))
+
+
+def pooled_bootstrap_ci(names: list[str], counts: np.ndarray, statistic: Pooled, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap CI of a pooled statistic: images resampled with their counts
+    (resamples where the statistic is undefined are left out)."""
+    if not len(counts):
+        return (np.nan, np.nan)
+    dist = statistic.resampled(names, counts, np.random.default_rng(seed), n_resamples)
+    return _percentiles(dist)
+
+
+def _percentiles(dist: np.ndarray) -> tuple[float, float]:
+    dist = dist[~np.isnan(dist)]
+    return (float(np.percentile(dist, 2.5)), float(np.percentile(dist, 97.5))) if len(dist) else (np.nan, np.nan)
+
+
+def two_level_bootstrap_ci(
+    groups: list[np.ndarray], seed: int = 0, n_resamples: int = 2000, statistic: Aggregate | None = None
+) -> tuple[float, float]:
+    """95% percentile CI of the mean over replicates of a per-replicate statistic (the mean of
+    its non-NaN values, or ``statistic``): each resample draws the replicates with replacement,
+    then each drawn replicate's values with replacement. One replicate: :func:`bootstrap_ci`."""
+    groups = [g[~np.isnan(g)] for g in groups]
+    groups = [g for g in groups if len(g)]
+    if len(groups) < 2:
+        return bootstrap_ci(groups[0], seed, n_resamples, statistic) if groups else (np.nan, np.nan)
+
+    def draw(g: np.ndarray, rng: np.random.Generator, m: int) -> np.ndarray:
+        draws = g[rng.integers(0, len(g), size=(m, len(g)))]
+        return draws.mean(axis=1) if statistic is None else [statistic(d) for d in draws]
+
+    dist = _slot_statistics(groups, seed, n_resamples, draw).mean(axis=1)
+    return float(np.percentile(dist, 2.5)), float(np.percentile(dist, 97.5))
+
+
+def pooled_two_level_ci(names: list[str], groups: list[np.ndarray], statistic: Pooled, seed: int = 0, n_resamples: int = 2000) -> tuple[float, float]:
+    """:func:`two_level_bootstrap_ci` of a pooled statistic: ``groups`` are the replicates' count
+    matrices [images, names]; each drawn replicate's images are resampled with their counts and
+    pooled (a slot where that is undefined is left out of its resample's mean)."""
+    groups = [g for g in groups if len(g)]
+    if len(groups) < 2:
+        return pooled_bootstrap_ci(names, groups[0], statistic, seed, n_resamples) if groups else (np.nan, np.nan)
+    slots = _slot_statistics(groups, seed, n_resamples, lambda g, rng, m: statistic.resampled(names, g, rng, m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with every slot undefined: NaN, left out
+        return _percentiles(np.nanmean(slots, axis=1))
+
+
+def _slot_statistics(groups: list, seed: int, n_resamples: int, draw: Callable) -> np.ndarray:
+    """[n_resamples, R]: each resample draws R of the R replicates with replacement (the slots),
+    then ``draw(group, rng, m)`` gives the statistic of m resamples of a drawn replicate's images."""
+    rng = np.random.default_rng(seed)
+    r = len(groups)
+    picks = rng.integers(0, r, size=(n_resamples, r))
+    slot_stats = np.empty((n_resamples, r))
+    for j in range(r):
+        for k, g in enumerate(groups):
+            rows = np.flatnonzero(picks[:, j] == k)
+            if len(rows):
+                slot_stats[rows, j] = draw(g, rng, len(rows))
+    return slot_stats
+
+
+def statistic_of(rows: pd.DataFrame, statistic: Aggregate | Pooled | None = None) -> float:
+    """The statistic of some rows: the mean of their non-NaN values, a metric's ``aggregate`` of
+    them, or its pool of their counts; NaN when they have none."""
+    if isinstance(statistic, Pooled):
+        names, counts = counts_of(rows)
+        return float(statistic(names, counts)) if len(counts) else np.nan
+    ok = rows["value"].to_numpy(dtype=float)
+    ok = ok[~np.isnan(ok)]
+    return (float(statistic(ok)) if statistic else float(ok.mean())) if len(ok) else np.nan
+
+
+def replicate_statistics(df: pd.DataFrame, aggregates: Mapping[str, Aggregate | Pooled] | None = None) -> pd.DataFrame:
+    """One row per cell x replicate: the replicate's statistic (``value``: the mean of its images,
+    or the metric's own aggregate) and ``direction``. The input of the ranking-stability tables."""
+    aggregates = aggregates or {}
+    df = with_replicates(df)
+    rows = []
+    for key, g in df.groupby(CELL + REPLICATE, sort=True, dropna=False):
+        value = statistic_of(g, aggregates.get(key[CELL.index("metric")]))
+        rows.append(dict(zip(CELL + REPLICATE, key), value=value, direction=g["direction"].iloc[0]))
+    return pd.DataFrame(rows, columns=CELL + REPLICATE + ["value", "direction"])
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, statistic: Aggregate | None = None) -> tuple[float, float]:
+    """95% percentile bootstrap CI of the mean (or of ``statistic``) of the non-NaN ``values``."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return (np.nan, np.nan)
+    if len(values) < 2 or np.ptp(values) == 0:
+        if np.ptp(values) != 0:
+            return (np.nan, np.nan)
+        v = float(statistic(values)) if statistic else float(values[0])
+        return (v, v)
+    res = stats.bootstrap(
+        (values,), statistic or np.mean, confidence_level=0.95, n_resamples=n_resamples, method="percentile",
+        random_state=np.random.default_rng(seed), vectorized=statistic is None,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | Pooled | None = None) -> tuple[float, float, float, np.ndarray]:
+    """The value of a set of rows (with replicate columns) and its 95% CI: with several
+    replicates, the mean of each replicate's statistic (the mean of its non-NaN values, or
+    ``statistic``) and the two-level bootstrap; with one, the statistic of all rows and the image
+    bootstrap. Also returns the replicates' statistics (those with a value). A :class:`Pooled`
+    statistic pools each replicate's counts and resamples images with their counts."""
+    if isinstance(statistic, Pooled):
+        return _estimate_pooled(rows, seed, statistic)
+    groups = [r["value"].to_numpy(dtype=float) for _, r in rows.groupby(REPLICATE, sort=True)]
+    ok = [x[~np.isnan(x)] for x in groups]
+    per_rep = np.array([(float(statistic(x)) if statistic else float(x.mean())) for x in ok if len(x)])
+    if len(per_rep) > 1:
+        lo, hi = two_level_bootstrap_ci(groups, seed, statistic=statistic)
+        return float(per_rep.mean()), lo, hi, per_rep
+    v = rows["value"].to_numpy(dtype=float)
+    lo, hi = bootstrap_ci(v, seed, statistic=statistic)
+    v = v[~np.isnan(v)]
+    return ((float(statistic(v)) if statistic else float(v.mean())) if len(v) else np.nan), lo, hi, per_rep
+
+
+def _estimate_pooled(rows: pd.DataFrame, seed: int, statistic: Pooled) -> tuple[float, float, float, np.ndarray]:
+    names, counts = counts_of(rows)
+    groups = [counts_of(r)[1] for _, r in rows.groupby(REPLICATE, sort=True)]
+    per_rep = np.array([float(statistic(names, g)) for g in groups if len(g)])
+    per_rep = per_rep[~np.isnan(per_rep)]
+    if len(per_rep) > 1:
+        lo, hi = pooled_two_level_ci(names, groups, statistic, seed)
+        return float(per_rep.mean()), lo, hi, per_rep
+    lo, hi = pooled_bootstrap_ci(names, counts, statistic, seed)
+    return statistic_of(rows, statistic), lo, hi, per_rep
+
+
+def summarize(
+    df: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregate | Pooled] | None = None, per_replicate: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per cell: mean (or the metric's own statistic, see the module docstring; with
+    replicates the mean of the replicates' statistics), std (over images), ci_low, ci_high,
+    n (non-NaN rows; for a pooled metric the rows whose counts enter the pool), direction,
+    statistic, replicates (those with a value), replicate_sd, and with replicates top1_share / ranking_w (:func:`xaibench.report.stability.add_stability`, from
+    ``per_replicate``: :func:`replicate_statistics` of ``df``, computed here when not given)."""
+    aggregates = aggregates or {}
+    df = with_replicates(df)
+    rows = []
+    for key, g in df.groupby(CELL, sort=True, dropna=False):
+        cell = dict(zip(CELL, key))
+        agg = aggregates.get(cell["metric"])
+        ok = g["value"].to_numpy(dtype=float)
+        ok = ok[~np.isnan(ok)]
+        value, lo, hi, per_rep = estimate(g, seed, agg)
+        rows.append(
+            dict(
+                cell,
+                mean=value,
+                std=float(ok.std(ddof=1)) if len(ok) > 1 else np.nan,
+                ci_low=lo,
+                ci_high=hi,
+                n=int(len(counts_of(g)[1]) if isinstance(agg, Pooled) else len(ok)),
+                direction=g["direction"].iloc[0],
+                statistic=getattr(agg, "__name__", "aggregate") if agg else "mean",
+                replicates=int(len(per_rep)),
+                replicate_sd=float(per_rep.std(ddof=1)) if len(per_rep) > 1 else np.nan,
+            )
+        )
+    columns = CELL + ["mean", "std", "ci_low", "ci_high", "n", "direction", "statistic", "replicates", "replicate_sd"]
+    out = add_paired_tests(df, pd.DataFrame(rows, columns=columns))
+    if df.groupby(REPLICATE).ngroups > 1:
+        return add_stability(out, replicate_statistics(df, aggregates) if per_replicate is None else per_replicate)
+    return out.assign(top1_share=np.nan, ranking_w=np.nan)
+
+
+def summary_of(df: pd.DataFrame, seed: int, aggregates: Mapping[str, Aggregate | Pooled]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary (:func:`summarize`, with ranking stability) and the per-replicate statistics it
+    is made from: what a run writes and what a leaderboard of run directories recomputes."""
+    per_replicate = replicate_statistics(df, aggregates)
+    return summarize(df, seed, aggregates, per_replicate), per_replicate
+
+
+def metric_aggregates(metrics: Mapping[str, object]) -> dict[str, Aggregate | Pooled]:
+    """``{name: metric.aggregate}`` for the metrics (instances or classes) that declare one
+    (a ``staticmethod``; the summary's ``statistic`` column shows the metric's ``statistic``
+    attribute, default ``"aggregate"``), and ``Pooled(metric.pool)`` for those that declare a pool."""
+    out: dict[str, Aggregate | Pooled] = {}
+    for name, m in metrics.items():
+        fn = getattr(m, "aggregate", None)
+        if callable(getattr(m, "pool", None)):
+            out[name] = Pooled(m.pool)
+        elif callable(fn):
+
+            def named(values: np.ndarray, fn=fn) -> float:
+                return fn(values)
+
+            named.__name__ = str(getattr(m, "statistic", "aggregate"))
+            out[name] = named
+    return out
+
+
+def paired_p(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of per-image values ``a`` against ``b`` (both
+    indexed by image id), on the images where both have a value: 1.0 when every difference is
+    0, NaN with fewer than 2 pairs."""
+    pair = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    if len(pair) < 2:
+        return np.nan
+    if np.allclose(pair["a"] - pair["b"], 0):
+        return 1.0
+    return float(stats.wilcoxon(pair["a"], pair["b"]).pvalue)
+
+
+def values_by_cell(df: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """Each cell's per-image values, indexed by image id, keyed by the tuple of its ``CELL``
+    columns; an image scored in several replicates (training seeds) gets the mean of its
+    values, so paired tests pair images, not repeated trainings of the same image."""
+    return {
+        key: pd.Series(g["value"].to_numpy(dtype=float), index=g["image_id"].to_numpy()).groupby(level=0).mean()
+        for key, g in df.groupby(CELL, sort=False, dropna=False)
+    }
+
+
+def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Columns ``best`` (this cell is the best explainer of its column) and ``p_vs_best``: the
+    Wilcoxon signed-rank p-value (:func:`paired_p`) of this explainer against the best one on
+    the same images, within each (dataset, model, layer, threshold, perturbation, metric) column."""
+    summary = summary.copy()
+    summary["best"] = False
+    summary["p_vs_best"] = np.nan
+    column = [c for c in CELL if c != "explainer"]
+    values = values_by_cell(df)
+    for _, idx in summary.groupby(column, dropna=False).groups.items():
+        block = summary.loc[idx].dropna(subset=["mean"])
+        if block.empty:
+            continue
+        best = best_label(block["mean"], block["direction"].iloc[0])
+        summary.loc[best, "best"] = True
+        b = values[tuple(summary.loc[best, CELL])]
+        for i in block.index:
+            if i != best:
+                summary.loc[i, "p_vs_best"] = paired_p(values[tuple(summary.loc[i, CELL])], b)
+    return summary

@@ -1,0 +1,128 @@
+"""Where the grid runs: in this process (``local``) or on a Ray cluster (``ray``).
+
+An executor takes work units (one model x one replicate x one image batch, with the cells
+still missing) and
+yields their :class:`~xaibench.runs.worker.BatchResult` as they finish; the runner writes each one
+to the run directory at once. Work is sharded by model x image batch, not by layer: all layers
+of a batch share one forward and one backward, which a layer shard would pay again. A
+replicate (fold x training seed, :mod:`xaibench.runs.replicates`) has its own trained models.
+
+The Ray executor starts one actor per CPU (``ray.init(num_cpus=...)`` makes a local cluster
+when no cluster address is set in ``RAY_ADDRESS``); each actor loads the model once (from the
+cache the driver filled) and processes the units it is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from xaibench.engine import cpu_isa
+from xaibench.errors import UserError
+from xaibench.runs.worker import BatchResult, BatchWorker
+
+
+@dataclass
+class Unit:
+    model_index: int
+    sample_indices: list[int]  #: into the replicate's samples
+    cell_keys: list[str]
+    replicate: int = 0  #: index into the run's replicates
+
+    @property
+    def worker_key(self) -> tuple[int, int]:
+        return (self.model_index, self.replicate)
+
+
+def run_local(plan, units: list[Unit], data: list, done: set, device: torch.device, counter, show_progress: bool) -> Iterator[tuple[Unit, BatchResult, BatchWorker]]:
+    workers: dict[tuple[int, int], BatchWorker] = {}
+    for unit in units:
+        if unit.worker_key not in workers:
+            workers.clear()  # one model in memory at a time
+            workers[unit.worker_key] = BatchWorker(plan, unit.model_index, data[unit.replicate], device, show_progress, counter)
+        worker = workers[unit.worker_key]
+        cells = {c.key: c for c in plan.models[unit.model_index].cells}
+        batch = [data[unit.replicate].samples[i] for i in unit.sample_indices]
+        yield unit, worker.process(batch, [cells[k] for k in unit.cell_keys], done), worker
+
+
+RETRIES = 3  #: restarts of a dead Ray actor, and retries of the unit it was working on
+
+
+def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device, counter, show_progress: bool, num_workers: int | None = None) -> Iterator[tuple[Unit, BatchResult, None]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError("--executor ray needs Ray: pip install 'xaibench[ray]'") from exc
+    if device.type == "cuda":
+        raise UserError("--executor ray runs on CPU workers here; use --executor local for --device cuda")
+    # the driver trains (or loads) each model of each replicate once, so actors only ever read the cache
+    for index, rep in sorted({u.worker_key for u in units}):
+        BatchWorker(plan, index, data[rep], device, show_progress)
+    started = False
+    if not ray.is_initialized():
+        # the workers use the driver's settings and kernel instruction set (xaibench.engine.cpu_isa)
+        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_") or k in cpu_isa.VARIABLES}}
+        if os.environ.get("RAY_ADDRESS"):  # an existing cluster: it decides its own resources
+            ray.init(log_to_driver=False, runtime_env=env)
+        else:
+            n = num_workers or int(os.environ.get("XAIBENCH_RAY_CPUS", os.cpu_count() or 1))
+            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, runtime_env=env)
+        started = True
+    try:
+        # a dead actor (killed, out of memory) is restarted and its unfinished units are retried;
+        # what the other actors finished is already in the run directory
+        Actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_RayWorker)
+        n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
+        # in the object store, referenced from here for the whole run: a restarted actor's
+        # constructor reads them again (arguments passed inline are freed after the first start)
+        plan_ref, data_ref = ray.put(plan), ray.put(data)
+        actors = [Actor.remote(plan_ref, data_ref) for _ in range(n_actors)]
+        pending = {}
+        for i, unit in enumerate(units):
+            ids = {data[unit.replicate].samples[j].image_id for j in unit.sample_indices}
+            keys = set(unit.cell_keys)
+            unit_done = {d for d in done if d[0] in keys and d[1] in ids}
+            ref = actors[i % n_actors].process.remote(unit, unit_done)
+            pending[ref] = unit
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            unit = pending.pop(ready[0])
+            try:
+                result, passes = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:
+                raise UserError(
+                    f"a Ray worker died {RETRIES + 1} times on model {unit.model_index} images {unit.sample_indices[0]}..{unit.sample_indices[-1]} "
+                    f"({type(exc).__name__}); the finished batches are kept: rerun the same command to resume"
+                ) from exc
+            for k, v in passes.items():
+                setattr(counter, k, getattr(counter, k) + v)
+            yield unit, result, None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _RayWorker:
+    """A Ray actor: one BatchWorker per model x replicate, built on first use."""
+
+    def __init__(self, plan, data):
+        torch.set_num_threads(1)
+        self.plan, self.data, self.workers = plan, data, {}
+
+    def process(self, unit: Unit, done: set):
+        from xaibench.engine.capture import PassCounter
+
+        if unit.worker_key not in self.workers:
+            self.workers = {unit.worker_key: BatchWorker(self.plan, unit.model_index, self.data[unit.replicate], torch.device("cpu"))}
+        worker = self.workers[unit.worker_key]
+        before = dict(vars(worker.counter))
+        cells = {c.key: c for c in self.plan.models[unit.model_index].cells}
+        result = worker.process([self.data[unit.replicate].samples[i] for i in unit.sample_indices], [cells[k] for k in unit.cell_keys], done)
+        result.maps = None  # maps stay on the worker; only rows travel
+        passes = {k: v - before.get(k, 0) for k, v in vars(worker.counter).items()}
+        assert isinstance(worker.counter, PassCounter)
+        return result, passes

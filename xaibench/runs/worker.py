@@ -1,0 +1,206 @@
+"""The per-batch work of a benchmark: one model loaded, maps and scores for image batches.
+
+A :class:`BatchWorker` holds one loaded model, its heatmap engine and the batched forward used
+by perturbation metrics. The local executor runs one in-process; the Ray executor runs one per
+Ray actor. Both call :meth:`BatchWorker.process` with a batch of samples and the cells still
+missing for it, and get tidy rows back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from xaibench.config.vocabulary import LOWER
+from xaibench.config.hashing import stable_hash
+from xaibench.config.parse import Config
+from xaibench.engine import sanity as sanity_check
+from xaibench.engine.cache import HeatmapCache, default_cache_dir, image_key
+from xaibench.engine.capture import PassCounter
+from xaibench.engine.evaluation import evaluate_batch
+from xaibench.engine.grid import Cell
+from xaibench.engine.heatmaps import BatchMaps, HeatmapEngine
+from xaibench.engine.perturbation import fill_values
+from xaibench.engine.targets import TargetSpec
+from xaibench.errors import UserError
+from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader
+from xaibench.metrics.base import direction
+from xaibench.models.base import logits_of
+from xaibench.models.training import LoadContext
+from xaibench.registry.contracts import check_sample
+from xaibench.runs.replicates import ReplicateData
+from xaibench.runs.results import COLUMNS as ROW_COLUMNS
+from xaibench.runs.results import COUNTS, encode_counts
+
+
+@dataclass
+class BatchResult:
+    rows: pd.DataFrame
+    maps: BatchMaps | None = None  # kept for the gallery (local executor only)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def target_spec(config: Config) -> TargetSpec:
+    return TargetSpec(region=config.run.target, class_id=None if config.run.class_id < 0 else config.run.class_id)
+
+
+def dataset_key(config: Config) -> str:
+    return stable_hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
+
+
+class BatchWorker:
+    """Maps and scores of image batches for one model of a plan."""
+
+    def __init__(self, plan, model_index: int, data: ReplicateData, device: torch.device, show_progress: bool = False, counter: PassCounter | None = None):
+        self.plan = plan
+        self.config: Config = plan.config
+        self.mp = plan.models[model_index]
+        self.replicate = data.replicate
+        self.device = device
+        self.counter = counter or PassCounter()
+        t = time.perf_counter()
+        ctx = LoadContext(dataset=data.dataset, dataset_key=data.dataset_key, device=device, cache_dir=default_cache_dir(), show_progress=show_progress)
+        self.model = plan.model_plugin(model_index, data.replicate.seed).load(ctx)
+        self.load_s = time.perf_counter() - t
+        self.layer_paths = {l: self.model.resolve_layer(l) for l in self.mp.layers}
+        # explainers with a network of their own train it on this replicate's training images
+        # (and one whose network is a model plugin, segx's segmenter, loads it as the models are)
+        seed = data.replicate.seed
+        load_model = model_loader(plan.registry, ctx, seed)
+        fit = FitContext(**vars(ctx), seed=seed, model=self.model, title=f"for {self.mp.ref.label}{self.replicate_suffix}", load_model=load_model)
+        self.explainers, self.fitted, self.fit_s = fit_explainers(self.mp.explainers, fit)
+        run = self.config.run
+        self.engine = HeatmapEngine(
+            self.model,
+            self.explainers,
+            target=target_spec(self.config),
+            chunk_size=run.chunk_size,
+            cache=HeatmapCache(default_cache_dir() / "heatmaps"),
+            counter=self.counter,
+            fitted=self.fitted,
+            recompute=getattr(plan, "fresh_maps", ()),  # --fresh: all; --fresh-maps: those named
+        )
+        self.random_engine: HeatmapEngine | None = None
+        self.mean = data.dataset.channel_mean() if run.fill == "mean" else None
+
+    @property
+    def replicate_suffix(self) -> str:
+        """`` (fold 2, seed 1)`` where the run has replicates, else empty (names timings)."""
+        return f" ({self.replicate.describe()})" if len(self.plan.replicates) > 1 else ""
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of any inputs, in chunks of ``[run] chunk_size``."""
+        n = self.config.run.chunk_size
+        outs = []
+        for s in range(0, x.shape[0], n):
+            o = self.model.module(x[s : s + n])
+            outs.append(logits_of(o))
+            self.counter.forwards += 1
+            self.counter.forward_rows += min(n, x.shape[0] - s)
+        return torch.cat(outs)
+
+    def process(self, samples: list, missing: list[Cell], done: set | frozenset = frozenset()) -> BatchResult:
+        """Rows for the ``missing`` cells on ``samples`` ((cell, image, fold, seed) in ``done`` are left out)."""
+        config, dev, paths = self.config, self.device, self.layer_paths
+        n = getattr(self.plan.dataset, "num_classes", 2)
+        for s in samples:
+            check_sample(s, config.dataset.name, n, self.replicate.describe())
+        images = torch.stack([s.image for s in samples]).to(dev)
+        truth = torch.stack([s.mask for s in samples]).to(dev)
+        ids = [s.image_id for s in samples]
+        labels = None if any(s.label is None for s in samples) else torch.tensor([s.label for s in samples], device=dev)
+        pairs = list(dict.fromkeys((c.explainer, paths[c.layer]) for c in missing if c.explainer))  # model-level cells need no map
+        computed, hits, rejected = len(self.engine.computed), self.engine.cache.hits, self.engine.cache.rejected
+        t1 = time.perf_counter()
+        maps = self.engine.run(images, list(paths.values()), ground_truth=truth, pairs=pairs, image_keys=[image_key(im) for im in images])
+        t2 = time.perf_counter()
+        fill = fill_values(images, config.run.fill, self.mean)
+        regular = [c for c in missing if c.metric != sanity_check.METRIC]
+        scored = evaluate_batch(regular, self.plan.metrics, maps, paths, images, truth, fill, self.forward, config.run.chunk_size, labels)
+        scored += self._sanity([c for c in missing if c.metric == sanity_check.METRIC], images, truth, maps)
+        scored, non_finite = self._blank_non_finite(scored, maps, ids)
+        timings = {
+            "heatmaps_s": t2 - t1,
+            "metrics_s": time.perf_counter() - t2,
+            "heatmaps_computed": len(self.engine.computed) - computed,  # counts for this batch only: the runner sums them
+            "heatmap_cache_hits": self.engine.cache.hits - hits,
+            "heatmap_cache_rejected": self.engine.cache.rejected - rejected,  # entries on disk that failed their checks
+            **non_finite,
+        }
+        return BatchResult(self._rows(scored, ids, done), maps, timings)
+
+    def _blank_non_finite(self, scored: list, maps: BatchMaps, ids: list[str]) -> tuple[list, dict[str, int]]:
+        """A model output or map with NaN/inf on an image makes every score of it on that image
+        NaN (an empty prediction would otherwise score, e.g. an IoU drop of 0.0), so no table
+        ranks it; returns the scores and the counts per model (``[run] non_finite = "error"``: stop)."""
+        bad_out = ~torch.isfinite(maps.logits.detach()).flatten(1).all(1).cpu()
+        bad_map = {p: ~torch.isfinite(m).flatten(1).all(1).cpu() for p, m in maps.maps.items()}
+        n_maps = int(sum(int(b.sum()) for b in bad_map.values()))
+        if not bad_out.any() and not n_maps:
+            return scored, {}
+        label = self.mp.ref.label
+        if self.config.run.non_finite == "error":
+            first = ids[int(bad_out.nonzero()[0])] if bad_out.any() else next(ids[int(b.nonzero()[0])] for b in bad_map.values() if b.any())
+            what = "outputs" if bad_out.any() else "maps"
+            raise UserError(f"model {label!r}{self.replicate_suffix}: non-finite (NaN or inf) {what} on image {first!r}; [run] non_finite = \"error\" stops here")
+        out = []
+        for cell, values, thr, counts in scored:
+            bad = bad_out | (bad_map.get((cell.explainer, self.layer_paths[cell.layer]), torch.zeros_like(bad_out)) if cell.explainer else False)
+            if bad.any():
+                values = torch.as_tensor(values).detach().cpu().double().clone()
+                values[bad] = float("nan")
+            out.append((cell, values, thr, counts))
+        return out, {f"non_finite_outputs[{label}]": int(bad_out.sum()), f"non_finite_maps[{label}]": n_maps}
+
+    def _sanity(self, checks: list[Cell], images, truth, maps: BatchMaps) -> list:
+        if not checks:
+            return []
+        if self.random_engine is None:
+            run = self.config.run
+            self.random_engine = HeatmapEngine(
+                sanity_check.randomized_copy(self.model, self.config.seed),
+                self.explainers,
+                target=target_spec(self.config),
+                chunk_size=run.chunk_size,
+                fitted=self.fitted,
+            )
+        pairs = [(c.explainer, self.layer_paths[c.layer]) for c in checks]
+        # the randomised model explains the same region as the trained one, so only the model differs
+        rnd = self.random_engine.run(images, list(self.layer_paths.values()), ground_truth=truth, pairs=pairs, target=maps.target.region)
+        return [(c, sanity_check.rank_correlation(maps.maps[p], rnd.maps[p]), None, None) for c, p in zip(checks, pairs)]
+
+    def _rows(self, scored, ids: list[str], done) -> pd.DataFrame:
+        config = self.config
+        fold, seed = self.replicate.fold_label, self.replicate.seed
+        cols: dict[str, list] = {k: [] for k in ROW_COLUMNS}
+        for cell, values, thr, counts in scored:
+            texts = _count_texts(counts, len(ids))
+            if cell.metric == sanity_check.METRIC:
+                d = LOWER
+            else:
+                d = direction(self.plan.metrics[cell.metric], cell.perturbation)
+            for i, image_id in enumerate(ids):
+                if (cell.key, image_id, fold, seed) in done:
+                    continue
+                for k, v in (
+                    ("dataset", config.dataset.name), ("model", cell.model), ("explainer", cell.explainer),
+                    ("layer", cell.layer), ("threshold", cell.threshold), ("perturbation", cell.perturbation),
+                    ("metric", cell.metric), ("image_id", image_id), ("value", float(values[i])),
+                    ("threshold_value", float(thr[i]) if thr is not None else float("nan")), ("direction", d),
+                    ("cell_key", cell.key), ("fold", fold), ("seed", seed), (COUNTS, texts[i]),
+                ):
+                    cols[k].append(v)
+        return pd.DataFrame(cols)
+
+
+def _count_texts(counts: dict[str, torch.Tensor] | None, n: int) -> list[str]:
+    """Each image's counts as the ``counts`` column's text; empty without counts or for an image left out."""
+    if counts is None:
+        return [""] * n
+    table = torch.stack(list(counts.values()), 1)  # [n, names]
+    left_out = table.isnan().any(1).tolist()
+    return ["" if out else encode_counts(dict(zip(counts, row))) for out, row in zip(left_out, table.tolist())]
