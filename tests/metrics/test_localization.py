@@ -79,6 +79,23 @@ def test_pointing_game_tolerance(gt):
     assert L.PointingGame(tolerance=1).compute(_ctx(h, gt))[0] == 1
 
 
+@pytest.mark.parametrize("fill", [0.0, 0.7])
+def test_a_map_without_a_peak_does_not_score_in_the_pointing_game(gt, fill):
+    # before: argmax of a constant map is pixel (0, 0), a hit whenever (0, 0) is in the object
+    corner = gt.clone()
+    corner[0, 0, 0] = 1
+    for truth in (gt, corner):
+        assert math.isnan(float(L.PointingGame().compute(_ctx(torch.full((1, 8, 8), fill), truth))[0]))
+
+
+def test_tied_maxima_score_the_share_of_them_inside_the_object(gt):
+    h = torch.zeros(1, 8, 8)
+    h[0, 0, 0] = h[0, 3, 3] = 1.0  # one peak outside, one inside (row-major first is outside)
+    assert float(L.PointingGame().compute(_ctx(h, gt))[0]) == 0.5
+    h[0, 4, 4] = h[0, 5, 5] = 1.0  # three of four peaks inside
+    assert float(L.PointingGame().compute(_ctx(h, gt))[0]) == 0.75
+
+
 def test_deletion_and_insertion_follow_the_map(gt):
     """A model whose confidence is the share of object pixels left: the true map deletes fastest."""
 

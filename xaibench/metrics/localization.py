@@ -253,7 +253,10 @@ class MAE(_Localization):
 
 class PointingGame(_Localization):
     """1 if the map's maximum falls inside the ground-truth region (within ``tolerance``
-    pixels), else 0; NaN for images without the object (Zhang et al. 2018)."""
+    pixels), else 0; NaN for images without the object (Zhang et al. 2018). A map with no peak
+    (constant: all zero, say) scores NaN, as ``energy_pointing_game`` does; where several pixels
+    share the maximum, the score is the share of them inside the region (the expected hit when
+    the tie is broken at random), not whichever comes first in row-major order."""
 
     name = "pointing_game"
 
@@ -266,11 +269,13 @@ class PointingGame(_Localization):
         if self.tolerance:
             k = 2 * self.tolerance + 1
             truth = torch.nn.functional.max_pool2d(truth[:, None], k, stride=1, padding=self.tolerance)[:, 0]
-        w = ctx.heatmap.shape[-1]
-        idx = ctx.heatmap.flatten(1).argmax(1)
-        hit = truth[torch.arange(truth.shape[0]), idx // w, idx % w]
+        flat = ctx.heatmap.flatten(1)
+        top = flat.max(1, keepdim=True).values
+        peak = flat == top  # every pixel at the maximum
+        hit = (peak & truth.flatten(1).bool()).sum(1) / peak.sum(1)
+        has_peak = flat.min(1).values < top[:, 0]
         has = truth_region(ctx).flatten(1).any(1)
-        return torch.where(has, hit, torch.full_like(hit, NAN))
+        return torch.where(has & has_peak, hit.to(flat.dtype), torch.full_like(hit, NAN, dtype=flat.dtype))
 
 
 class EnergyPointingGame(_Localization):

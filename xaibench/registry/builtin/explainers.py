@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xaibench.explainers.ablation_cam import AblationCAM
 from xaibench.explainers.attribution import DeepLift, GradientShap, GuidedBackprop, InputXGradient, IntegratedGradients, Occlusion, Saliency
+from xaibench.explainers.center_prior import CenterPrior
 from xaibench.explainers.eigen_cam import EigenCAM
 from xaibench.explainers.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from xaibench.explainers.guided_grad_cam import GuidedGradCAM
@@ -14,7 +15,7 @@ from xaibench.explainers.score_cam import ScoreCAM
 from xaibench.explainers.segx import SegX
 from xaibench.registry.hookspecs import hookimpl
 
-BUILTIN = (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, AblationCAM, RandomMap, SegX, MaskAnd, MaskOr, ModelOutput)
+BUILTIN = (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM, ScoreCAM, AblationCAM, RandomMap, CenterPrior, SegX, MaskAnd, MaskOr, ModelOutput)
 # pixel attributions (Captum): explain the input, one grid cell each (layer "input")
 BUILTIN += (Saliency, InputXGradient, IntegratedGradients, GradientShap, Occlusion, DeepLift, GuidedBackprop, GuidedGradCAM)
 
