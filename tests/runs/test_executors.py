@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from xaibench.plugin import hookimpl
 from xaibench.config.parse import load_config
+from xaibench.plugin import hookimpl
 from xaibench.registry.passes import Pass
 from xaibench.runs.runner import run_benchmark
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import xaibench
-from xaibench.plugin import hookimpl
 from xaibench.config.parse import load_config
 from xaibench.engine import cpu_isa
 from xaibench.errors import UserError
+from xaibench.plugin import hookimpl
 from xaibench.runs.results import FIXED_COLUMNS, ResultStore
 from xaibench.runs.runner import run_benchmark
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from xaibench.plugin import hookimpl
 from xaibench.config.parse import load_config
 from xaibench.errors import UserError
+from xaibench.plugin import hookimpl
 from xaibench.runs.runner import run_benchmark
 
 

@@ -74,12 +74,13 @@ class RunOptions:
     class_id: int = -1  #: the class explained; -1: class 1 for segmentation, the predicted class for classifiers
     tf32: bool = False  #: let CUDA convolutions and matmuls use TF32 (faster, ~1e-3 relative error)
     non_finite: str = "warn"  #: a model output or map with NaN/inf: "warn" (its rows are NaN, unranked) or "error"
+    chance: str = "warn"  #: a model at chance: "warn" (its explanations listed apart), "error" (refuse the run) or "rank"
     folds: int = 0  #: K-fold cross-validation over the dataset's fold pool; 0 = no folds
     seeds: tuple[int, ...] = ()  #: train every model once per seed; () = once, with [benchmark] seed
 
 
 #: the [run] keys whose values are a fixed set; every key, its type and default are RunOptions' fields
-_RUN_ALLOWED = {"fill": FILLS, "target": TARGETS, "device": DEVICES, "non_finite": NON_FINITE}
+_RUN_ALLOWED = {"fill": FILLS, "target": TARGETS, "device": DEVICES, "non_finite": NON_FINITE, "chance": ("warn", "error", "rank")}
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,9 @@ class Config:
         for m in d["models"]:  # written only where given, so configs without it hash as before
             if not m["thresholds"]:
                 m.pop("thresholds")
-        if d["run"]["non_finite"] == "warn":  # likewise
-            d["run"].pop("non_finite")
+        for key in ("non_finite", "chance"):  # likewise, at their defaults
+            if d["run"][key] == "warn":
+                d["run"].pop(key)
         return d
 
     def hash(self) -> str:

@@ -43,6 +43,16 @@ SANITY_FLAG_ABOVE = 0.5
 #: the WHU study's three faithfulness metrics (:mod:`xaibench.metrics.faithfulness`), which the
 #: leaderboard's first analyses are made of
 CONFIDENCE, ENTROPY, IOU_DROP = "confidence", "entropy", "iou_drop"
+#: the model-quality metrics every run adds (:mod:`xaibench.metrics.model_quality`), in the order
+#: the leaderboard's Models section shows them; the segmenters' first, then the classifiers'
+MODEL_POOLED_IOU, MODEL_IOU, MODEL_POOLED_F1, MODEL_F1, MODEL_TRIVIAL_IOU = (
+    "model_pooled_iou", "model_iou", "model_pooled_f1", "model_f1", "model_trivial_iou",
+)
+MODEL_ACCURACY, MODEL_LABEL_F1, MODEL_AUROC, MODEL_MAJORITY_RATE = "model_accuracy", "model_label_f1", "model_auroc", "model_majority_rate"
+MODEL_QUALITY = (
+    MODEL_POOLED_IOU, MODEL_IOU, MODEL_POOLED_F1, MODEL_F1, MODEL_TRIVIAL_IOU,
+    MODEL_ACCURACY, MODEL_LABEL_F1, MODEL_AUROC, MODEL_MAJORITY_RATE,
+)
 
 
 def higher_is_better(direction: str) -> bool:

@@ -33,7 +33,9 @@ dataset statistic (``statistic`` "pooled") ``pool`` of the counts summed over th
 (with replicates, over each replicate's images, then the mean over replicates); bootstrap CIs
 resample images with their counts, paired tests compare the per-image values. ``pool`` must be
 elementwise numpy arithmetic (``+ - * /``, ``np.where``), as it also runs on arrays of bootstrap
-resamples' sums.
+resamples' sums. With ``pools_images = True`` ``pool`` receives the per-image counts themselves
+(arrays [..., images]) and reduces over the last axis, for a statistic that is no ratio of sums
+(an AUROC of image scores and labels); such a metric has no per-image value (NaN).
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ def _metric_problems(cls: type) -> list[str]:
         out.append("pool must be a staticmethod from summed counts (dict of name -> array) to the statistic")
     elif hasattr(cls, "pool") and hasattr(cls, "aggregate"):
         out.append("declare aggregate or pool, not both")
+    if not isinstance(getattr(cls, "pools_images", False), bool) or (getattr(cls, "pools_images", False) and not hasattr(cls, "pool")):
+        out.append("pools_images must be True or False, and True only with a pool")
     return out
 
 
@@ -124,6 +126,8 @@ def check_scores(values: object, metric: object, name: str, batch: int, where: s
     what = f"metric {name!r} ({origin(metric)}) on {where}"
     if callable(getattr(metric, "pool", None)):
         counts = _check_counts(values, what, batch)
+        if getattr(metric, "pools_images", False):  # a statistic of the images together (an AUROC): no per-image value
+            return torch.full((batch,), float("nan")), counts
         return _pooled_values(counts, metric.pool, what, batch), counts
     if isinstance(values, Mapping):
         raise UserError(f"{what} returned a dict of counts but declares no pool(); declare pool (summed counts -> statistic) or return a float tensor [B]")

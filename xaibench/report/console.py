@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xaibench.config.vocabulary import MODE_SHORT, higher_is_better
+from xaibench.config.vocabulary import MODE_SHORT, MODEL_QUALITY, higher_is_better
 from xaibench.report.stability import times_first
 from xaibench.util.progress import console, warn
 
 
 def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
     """Metrics with no value on any image in every one of their cells: metric -> cells."""
+    summary = summary[~summary["metric"].isin(MODEL_QUALITY)]  # NaN for the other kind of model by design
     by = summary.groupby("metric")["n"]
     return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
 
@@ -30,6 +31,8 @@ def print_top(summary: pd.DataFrame) -> None:
     replicates it also gives the cell's spread across them and how often it is #1."""
     from rich.table import Table
 
+    _print_models(summary)
+    summary = summary[~summary["metric"].isin(MODEL_QUALITY)]
     reps = int(summary["replicates"].max()) if "replicates" in summary and len(summary) else 1
     header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"] + (["sd", "#1", "W"] if reps > 1 else [])
     rows = []
@@ -59,6 +62,25 @@ def print_top(summary: pd.DataFrame) -> None:
     for row in rows:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
+
+
+def _print_models(summary: pd.DataFrame) -> None:
+    """The models' quality, before any explanation (the leaderboard's Models section)."""
+    from rich.table import Table
+
+    from xaibench.report.models import at_chance, quality_of
+
+    q, chance = quality_of(summary), at_chance(summary)
+    if q.empty:
+        return
+    table = Table(title="models: clean performance on the scored images")
+    for c in ("model", "metric", "value [95% CI]"):
+        table.add_column(c, no_wrap=c != "model")
+    for _, r in q.iterrows():
+        table.add_row(str(r["model"]), str(r["metric"]), f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+    console.print(table)
+    for model, why in chance.items():
+        warn(f"model {model!r} is at chance: {why}")
 
 
 def non_finite_notes(timings: dict) -> list[str]:

@@ -33,6 +33,7 @@ from xaibench.config.vocabulary import (
     SANITY_METRIC,
     higher_is_better,
 )
+from xaibench.report import models as quality_report
 from xaibench.report.selection import held_out_best_thresholds, selection_groups
 from xaibench.report.stability import ranking_stability, times_first
 from xaibench.report.stats import CELL, REPLICATE, estimate, paired_p, replicate_statistics, values_by_cell, with_replicates
@@ -258,20 +259,39 @@ def _replicate_line(results: pd.DataFrame) -> list[str]:
     ]
 
 
+def _models_first(results, summary, per_replicate, notes, chance: str):
+    """The Models section and the tables without model-quality rows; a model at chance is taken
+    out of every ranking (listed apart) unless ``chance`` is ``"rank"``, and a note says so."""
+    at_chance = quality_report.at_chance(summary)
+    apart = {} if chance == "rank" else at_chance
+    listed = "" if chance == "rank" else "; its explanations are listed apart, not ranked"
+    notes = [*(notes or ()), *(f"model {m!r} is at chance: {why}{listed}" for m, why in at_chance.items())]
+    quality = quality_report.section(summary, per_replicate)
+    results, summary = quality_report.without_quality(results), quality_report.without_quality(summary)
+    apart_table = quality_report.apart(summary, apart)
+    keep = lambda frame: frame[~frame["model"].isin(list(apart))]  # noqa: E731
+    if per_replicate is not None:
+        per_replicate = keep(quality_report.without_quality(per_replicate))
+    return keep(results), keep(summary), per_replicate, notes, quality, apart_table
+
+
 def render(
     results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None,
-    per_replicate: pd.DataFrame | None = None, notes: list[str] | None = None,
+    per_replicate: pd.DataFrame | None = None, notes: list[str] | None = None, chance: str = "warn",
 ) -> str:
     """The whole leaderboard as markdown (``per_replicate``: the replicates' statistics per cell,
     :func:`xaibench.report.stats.replicate_statistics`, with the metrics' own aggregates; ``notes``:
-    warnings shown under the header, e.g. non-finite model outputs)."""
+    warnings shown under the header, e.g. non-finite model outputs). The *Models* section comes
+    first; a model at chance is ranked only with ``chance = "rank"``, else its cells are listed apart."""
     datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
     n_images = results["image_id"].nunique() if not results.empty else 0
+    n_rows = len(results)
+    results, summary, per_replicate, notes, quality, apart_table = _models_first(results, summary, per_replicate, notes, chance)
     out = [
         f"# {title}",
         "",
-        f"Dataset: {datasets} · model: {models} · images: {n_images} · rows: {len(results)}",
+        f"Dataset: {datasets} · model: {models} · images: {n_images} · rows: {n_rows}",
         "",
         "Means with 95% bootstrap confidence intervals over images; `p vs best` is the paired Wilcoxon signed-rank",
         "test against the best explainer of the same model, layer and threshold, `p vs #1` the same test against",
@@ -281,6 +301,7 @@ def render(
         *[line for note in notes or () for line in ("", f"> ⚠ {note}.")],
     ]
     sections = [
+        ("Models", quality),
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
@@ -288,6 +309,7 @@ def render(
         ("Ranking stability across replicates", stability_section(results, per_replicate)),
         ("Best threshold per method", best_thresholds(results, seed)),
         ("Sanity check: model randomisation", sanity_table(summary)),
+        ("Explanations of models at chance (not ranked)", apart_table),
     ]
     for name, body in sections:
         if body:

@@ -61,11 +61,15 @@ def render_runs(run_dirs: list[Path], output: Path | None, title: str | None = N
         provenance.run_facts(d, m, output, configs[i] if configs else None) for i, (d, m) in enumerate(zip(run_dirs, manifests))
     ]
     notes = [f"{d.name}: {n}" if len(run_dirs) > 1 else n for d, m in zip(run_dirs, manifests) for n in non_finite_notes(m.get("timings", {}))]
-    return compose(df, summary, per_replicate, seed, title, plots, facts, output, notes)
+    chance = str(manifests[0].get("config", {}).get("run", {}).get("chance", "warn"))
+    return compose(df, summary, per_replicate, seed, title, plots, facts, output, notes, chance)
 
 
-def compose(df, summary, per_replicate, seed: int, title: str, plots: list[str], facts: list[provenance.RunFacts], output: Path | None, notes: list[str]) -> str:
+def compose(
+    df, summary, per_replicate, seed: int, title: str, plots: list[str], facts: list[provenance.RunFacts], output: Path | None, notes: list[str],
+    chance: str = "warn",
+) -> str:
     """The leaderboard's tables (:func:`xaibench.report.leaderboard.render`) and its provenance footer:
     what a run writes as its ``leaderboard.md`` and what :func:`render_runs` makes from run directories."""
-    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes)
+    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes, chance)
     return text + "\n" + provenance.render(provenance.Provenance(title, facts), output)

@@ -41,18 +41,22 @@ def with_replicates(df: pd.DataFrame) -> pd.DataFrame:
 class Pooled:
     """A pooled dataset statistic: ``pool`` (dict of count name -> float array, elementwise) of
     per-image counts summed over images. Called on a matrix [..., images, names] of counts it
-    returns the statistic [...] of each stack of images (NaN where ``pool`` is undefined)."""
+    returns the statistic [...] of each stack of images (NaN where ``pool`` is undefined). With
+    ``images`` (a metric's ``pools_images``), ``pool`` gets the per-image counts themselves,
+    arrays [..., images], and reduces over the last axis (an AUROC of image scores and labels)."""
 
     __name__ = "pooled"
 
-    def __init__(self, pool: Callable[[dict[str, np.ndarray]], np.ndarray]):
-        self.pool = pool
+    def __init__(self, pool: Callable[[dict[str, np.ndarray]], np.ndarray], images: bool = False):
+        self.pool, self.images = pool, images
 
     def __call__(self, names: list[str], counts: np.ndarray) -> np.ndarray:
-        sums = counts.sum(axis=-2)
+        arrays = counts if self.images else counts.sum(axis=-2)[..., None, :]
+        shape = counts.shape[:-2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.asarray(self.pool({k: sums[..., j] for j, k in enumerate(names)}), dtype=float)
-        return np.broadcast_to(out, sums.shape[:-1]) if names else np.full(sums.shape[:-1], np.nan)
+            parts = {k: arrays[..., j] if self.images else arrays[..., 0, j] for j, k in enumerate(names)}
+            out = np.asarray(self.pool(parts), dtype=float) if names else None
+        return np.broadcast_to(out, shape) if names else np.full(shape, np.nan)
 
     def resampled(self, names: list[str], counts: np.ndarray, rng: np.random.Generator, m: int) -> np.ndarray:
         """The statistic of ``m`` resamples (images drawn with replacement with their counts) [m]."""
@@ -252,7 +256,7 @@ def metric_aggregates(metrics: Mapping[str, object]) -> dict[str, Aggregate | Po
     for name, m in metrics.items():
         fn = getattr(m, "aggregate", None)
         if callable(getattr(m, "pool", None)):
-            out[name] = Pooled(m.pool)
+            out[name] = Pooled(m.pool, images=bool(getattr(m, "pools_images", False)))
         elif callable(fn):
 
             def named(values: np.ndarray, fn=fn) -> float:

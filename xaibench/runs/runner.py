@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ import pandas as pd
 import torch
 
 from xaibench.config.parse import Config, ModelRef, instantiate
-from xaibench.engine import cpu_isa
 from xaibench.engine import sanity as sanity_check
 from xaibench.engine.capture import PassCounter
 from xaibench.engine.devices import cuda_precision, resolve_device
@@ -32,6 +29,7 @@ from xaibench.errors import UserError
 from xaibench.registry.discovery import Registry, load_registry
 from xaibench.report import console as report
 from xaibench.report import plots, provenance, publish
+from xaibench.report.models import at_chance
 from xaibench.report.stats import metric_aggregates, summary_of
 from xaibench.runs import budget
 from xaibench.runs.executors import Unit, run_local, run_ray
@@ -226,6 +224,10 @@ def run_benchmark(
     report.warn_non_finite(timings)
     if show_progress:
         report.print_top(summary)
+    chance = at_chance(summary)
+    if chance and config.run.chance == "error":  # the table and leaderboard are written: nothing is lost
+        model, why = next(iter(chance.items()))
+        raise UserError(f"{config.source}: model {model!r} is at chance ({why}); [run] chance = 'error' refuses to rank its explanations (results kept in {out_dir})")
     return df
 
 
@@ -246,7 +248,8 @@ def _write_outputs(p: Plan, registry: Registry, dev, data: list[ReplicateData], 
     manifest = run_manifest(config, p, registry, dev, timings, counter, data, len(df))
     board, title = out_dir / "leaderboard.md", f"{config.name} leaderboard"
     facts = [provenance.run_facts(out_dir, manifest, board)]
-    atomic_write_text(board, publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings)))
+    text = publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings), config.run.chance)
+    atomic_write_text(board, text)
     store.write_json("manifest.json", manifest)
     return summary
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from xaibench.config.vocabulary import LOWER
 from xaibench.config.hashing import stable_hash
 from xaibench.config.parse import Config
+from xaibench.config.vocabulary import LOWER
 from xaibench.engine import sanity as sanity_check
 from xaibench.engine.cache import HeatmapCache, default_cache_dir, image_key
 from xaibench.engine.capture import PassCounter

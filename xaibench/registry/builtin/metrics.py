@@ -21,6 +21,7 @@ from xaibench.metrics.localization import (
     PooledPrecision,
     PooledRecall,
 )
+from xaibench.metrics.model_quality import QUALITY_METRICS
 from xaibench.registry.hookspecs import hookimpl
 
 BUILTIN = (
@@ -43,6 +44,7 @@ BUILTIN = (
     EnergyPointingGame,
     DeletionAUC,
     InsertionAUC,
+    *QUALITY_METRICS,
 )
 
 
