@@ -7,8 +7,10 @@ from xaibench.registry.hookspecs import hookimpl
 
 @hookimpl
 def register_datasets(register):
+    from xaibench.datasets.image_folder import ImageFolder
     from xaibench.datasets.rooftops import Rooftops
     from xaibench.datasets.whu import WHU
 
+    register(ImageFolder)
     register(Rooftops)
     register(WHU)
