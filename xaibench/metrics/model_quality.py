@@ -100,26 +100,26 @@ class ModelF1(_Quality):
         return _f1(_pixel_counts(ctx)).float().cpu()
 
 
-class ModelPooledIoU(_Quality):
+class _PooledMask(_Quality):
+    """A segmenter's mask pooled over the scored images: per-image TP, FP, FN, summed."""
+
+    def compute(self, ctx: MetricContext) -> dict[str, torch.Tensor]:
+        c = _pixel_counts(ctx)
+        return {k: c[k] for k in ("tp", "fp", "fn")}
+
+
+class ModelPooledIoU(_PooledMask):
     """A segmenter's IoU over all pixels of the scored images: sum TP / sum (TP + FP + FN)."""
 
     name = MODEL_POOLED_IOU
     pool = staticmethod(_iou)
 
-    def compute(self, ctx: MetricContext) -> dict[str, torch.Tensor]:
-        c = _pixel_counts(ctx)
-        return {k: c[k] for k in ("tp", "fp", "fn")}
 
-
-class ModelPooledF1(_Quality):
+class ModelPooledF1(_PooledMask):
     """A segmenter's F1 over all pixels of the scored images: 2 sum TP / (2 sum TP + sum FP + sum FN)."""
 
     name = MODEL_POOLED_F1
     pool = staticmethod(_f1)
-
-    def compute(self, ctx: MetricContext) -> dict[str, torch.Tensor]:
-        c = _pixel_counts(ctx)
-        return {k: c[k] for k in ("tp", "fp", "fn")}
 
 
 class ModelTrivialIoU(_Quality):
