@@ -51,12 +51,13 @@ class Pooled:
         self.pool, self.images = pool, images
 
     def __call__(self, names: list[str], counts: np.ndarray) -> np.ndarray:
-        arrays = counts if self.images else counts.sum(axis=-2)[..., None, :]
+        arrays = counts if self.images else counts.sum(axis=-2)  # [..., images, names] or [..., names]
         shape = counts.shape[:-2]
+        if not names:
+            return np.full(shape, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
-            parts = {k: arrays[..., j] if self.images else arrays[..., 0, j] for j, k in enumerate(names)}
-            out = np.asarray(self.pool(parts), dtype=float) if names else None
-        return np.broadcast_to(out, shape) if names else np.full(shape, np.nan)
+            out = np.asarray(self.pool({k: arrays[..., j] for j, k in enumerate(names)}), dtype=float)
+        return np.broadcast_to(out, shape)
 
     def resampled(self, names: list[str], counts: np.ndarray, rng: np.random.Generator, m: int) -> np.ndarray:
         """The statistic of ``m`` resamples (images drawn with replacement with their counts) [m]."""
