@@ -10,7 +10,7 @@ from xaibench.models.timm_classifier import TimmClassifier, classifier_tail
 from xaibench.models.training import LoadContext
 from xaibench.registry.discovery import load_registry
 
-SMALL = dict(width=4, epochs=8, batch_size=4, lr=0.02)
+SMALL = dict(width=4, epochs=8, batch_size=4, lr=0.02, lr_schedule="constant")  # 16 steps: too few to warm up and anneal
 
 
 class Labelled:

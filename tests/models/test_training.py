@@ -75,3 +75,46 @@ def test_a_checkpoint_with_pickled_code_is_refused_in_one_line_without_unsafe_ad
         load_checkpoint(nn.Linear(3, 1), path)
     text = str(err.value)
     assert len(text.splitlines()) == 1 and "weights_only" not in text and "does not load anything else" in text and str(path) in text
+
+
+def test_select_keeps_the_best_epoch_not_the_last(tmp_path):
+    """The score says epoch 2 (of 4) was best: its weights are the ones returned and cached."""
+    samples = [torch.randn(3) for _ in range(4)]
+    seen, scores = [], iter([0.1, 0.9, 0.5, 0.2])
+
+    def select(module):
+        assert not module.training  # scored in eval mode
+        seen.append(module.weight.detach().clone())
+        return next(scores)
+
+    kw = dict(epochs=4, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
+    m = train_or_load(nn.Linear(3, 1), tmp_path / "m.pt", _step, samples, select=select, **kw)
+    assert len(seen) == 4 and not torch.equal(seen[1], seen[3])
+    assert torch.equal(m.weight, seen[1])
+    assert torch.equal(torch.load(tmp_path / "m.pt", weights_only=True)["weight"], seen[1])
+
+
+def test_one_cycle_warms_up_then_anneals_to_near_zero(tmp_path):
+    rates = []
+
+    def step(module, items, opt):
+        rates.append(opt.param_groups[0]["lr"])
+        return _step(module, items, opt)
+
+    samples = [torch.randn(3) for _ in range(40)]
+    kw = dict(epochs=5, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
+    train_or_load(nn.Linear(3, 1), tmp_path / "m.pt", step, samples, optimizer=torch.optim.SGD, schedule="one_cycle", **kw)
+    assert len(rates) == 50
+    peak = max(range(50), key=rates.__getitem__)
+    assert 5 <= peak <= 15 and abs(rates[peak] - 0.1) < 1e-3  # warm-up over the first 20 %
+    assert rates[0] < 0.01 and rates[-1] < 1e-3
+
+
+def test_an_unknown_schedule_is_one_user_error(tmp_path):
+    import pytest
+
+    from xaibench.errors import UserError
+
+    kw = dict(epochs=1, batch_size=4, lr=0.1, seed=0, device=torch.device("cpu"), title="t", show_progress=False)
+    with pytest.raises(UserError, match="'cosine' is not one of"):
+        train_or_load(nn.Linear(3, 1), tmp_path / "m.pt", _step, [torch.randn(3)], schedule="cosine", **kw)

@@ -38,7 +38,7 @@ from torch import nn
 from xaibench.datasets.base import Sample
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel, Tail
-from xaibench.models.smp_unet import image_channels
+from xaibench.models.smp_unet import image_channels, validation_split
 from xaibench.models.training import LoadContext, load_checkpoint, train_or_load
 
 NAME = "timm_classifier"
@@ -148,6 +148,18 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     return torch.stack(rows)
 
 
+def accuracy(module: nn.Module, samples, n_logits: int, batch_size: int = 32) -> float:
+    """Share of ``samples`` whose predicted image label (sigmoid > 0.5, or the arg-max) is theirs."""
+    device = next(module.parameters()).device
+    hits = 0
+    for s in range(0, len(samples), batch_size):
+        items = [samples[i] for i in range(s, min(len(samples), s + batch_size))]
+        logits = module(torch.stack([i.image for i in items]).to(device))
+        pred = (logits[:, 0] > 0).long() if n_logits == 1 else logits.argmax(1)
+        hits += int((pred == image_labels(items, n_logits, device).long()).sum())
+    return hits / max(len(samples), 1)
+
+
 class ClassifierStep:
     """One optimisation step on image-level labels: BCE-with-logits (one logit) or cross-entropy."""
 
@@ -189,6 +201,8 @@ class TimmClassifier:
         augment: bool = True,
         seed: int = 0,
         in_channels: int = 0,
+        lr_schedule: str = "one_cycle",
+        select_on_val: bool = True,
     ):
         """
         arch: any timm model name (``timm.list_models()``); built with ``pretrained=False``.
@@ -200,7 +214,12 @@ class TimmClassifier:
         epochs, batch_size, lr, momentum, seed: training (SGD with momentum, the thesis's optimiser).
         augment: random flips and 90-degree rotations of the training images.
         in_channels: input channels; 0 = those of the dataset's images.
+        lr_schedule: ``"one_cycle"`` (peak ``lr``) or ``"constant"``.
+        select_on_val: keep the epoch with the best accuracy on the dataset's ``val`` split
+            (when it has one), not the last.
         """
+        if lr_schedule not in ("one_cycle", "constant"):
+            raise UserError(f"model.lr_schedule = {lr_schedule!r} is not one of 'one_cycle', 'constant'")
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise UserError("model.epochs and model.batch_size must be >= 1 and model.lr > 0")
         if not 0 <= momentum < 1:
@@ -227,6 +246,8 @@ class TimmClassifier:
         self.augment = augment
         self.seed = seed
         self.in_channels = in_channels
+        self.lr_schedule = lr_schedule
+        self.select_on_val = bool(select_on_val)
 
     def build(self, n_logits: int, in_channels: int = 3) -> nn.Module:
         """The untrained timm model (seeded), in-place activations out of place."""
@@ -268,6 +289,10 @@ class TimmClassifier:
         if out.ndim != 2 or out.shape[1] != n_logits:
             raise UserError(f"model.arch = {self.arch!r} returns shape {tuple(out.shape)}, not [B, {n_logits}]: it is not an image classifier")
 
+    def _selector(self, dataset, n_logits: int):
+        val = validation_split(dataset) if self.select_on_val else []
+        return (lambda module: accuracy(module, val, n_logits)) if val else None
+
     def load(self, ctx: LoadContext) -> LoadedModel:
         channels = self.in_channels or image_channels(ctx.dataset)
         n_logits = self.n_logits(ctx.dataset)
@@ -295,6 +320,8 @@ class TimmClassifier:
                 title=f"{self.name} ({self.arch})",
                 show_progress=ctx.show_progress,
                 optimizer=functools.partial(torch.optim.SGD, momentum=self.momentum),
+                schedule=self.lr_schedule,
+                select=self._selector(ctx.dataset, n_logits),
             )
         stages = stage_paths(module)
         layers = {"last_conv": stages[-1]} if stages else {}

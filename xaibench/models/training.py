@@ -7,6 +7,7 @@ the dataset's train split the first time it is used and caches the weights under
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -72,6 +73,23 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> None:
         raise UserError(f"checkpoint {str(path)!r} does not fit this model: {first}") from exc
 
 
+def lr_schedule(opt: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int):
+    """The scheduler stepped after every batch (None for a constant rate)."""
+    if schedule == "constant":
+        return None
+    if schedule == "one_cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.2)
+    raise UserError(f"lr schedule {schedule!r} is not one of 'constant', 'one_cycle'")
+
+
+def _score(module: nn.Module, select: Callable[[nn.Module], float]) -> float:
+    module.eval()
+    with torch.no_grad():
+        score = float(select(module))
+    module.train()
+    return score if math.isfinite(score) else -math.inf
+
+
 def batches(samples: Sequence, batch_size: int, generator: torch.Generator):
     order = torch.randperm(len(samples), generator=generator).tolist()
     for s in range(0, len(order), batch_size):
@@ -93,11 +111,18 @@ def train_or_load(
     title: str,
     show_progress: bool = True,
     optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    schedule: str = "constant",
+    select: Callable[[nn.Module], float] | None = None,
 ) -> nn.Module:
     """Load ``cache_path`` if present, else train ``module`` with ``train_step`` and save it there.
 
     ``optimizer(params, lr=lr)`` builds the optimiser (default ``torch.optim.Adam``); pass e.g.
     ``functools.partial(torch.optim.Adam, betas=(0.5, 0.999))`` for other settings.
+    ``schedule``: ``"constant"`` (``lr`` throughout) or ``"one_cycle"`` (torch's ``OneCycleLR``
+    with peak ``lr``, warm-up over the first 20 % of the steps, annealed to near zero: a recipe
+    that converges to the same quality from any seed more often than a constant rate does).
+    ``select(module) -> score`` (higher is better, called in eval mode after every epoch, e.g.
+    the IoU on the validation split): the weights of the best epoch are kept, not the last.
     """
     if cache_path.is_file():
         try:
@@ -112,6 +137,8 @@ def train_or_load(
     gen = torch.Generator().manual_seed(seed)
     module.to(device).train()
     opt = (optimizer or torch.optim.Adam)(module.parameters(), lr=lr)
+    sched = lr_schedule(opt, schedule, lr, epochs * -(-len(samples) // batch_size))
+    best: tuple[float, dict | None] = (-math.inf, None)
     with progress_bar(show_progress) as bar, avoiding_onednn_bug(module):
         task = bar.add_task(f"training {title}", total=epochs)
         for epoch in range(epochs):
@@ -119,11 +146,20 @@ def train_or_load(
             n = 0
             for items in batches(samples, batch_size, gen):
                 out = train_step(module, items, opt)
+                if sched is not None:
+                    sched.step()
                 for k, v in out.items():
                     logs[k] = logs.get(k, 0.0) + v
                 n += 1
             text = " ".join(f"{k}={v / max(n, 1):.4f}" for k, v in logs.items())
+            if select is not None:
+                score = _score(module, select)
+                text += f" val={score:.4f}"
+                if score >= best[0] or best[1] is None:  # ties: the later epoch (more annealed)
+                    best = (score, {k: v.detach().clone() for k, v in module.state_dict().items()})
             bar.update(task, advance=1, description=f"training {title} epoch {epoch + 1}/{epochs} {text}")
+    if best[1] is not None:
+        module.load_state_dict(best[1])
     module.eval()
     try:
         save_atomic({k: v.detach().cpu() for k, v in module.state_dict().items()}, cache_path)
