@@ -25,7 +25,7 @@ def test_leaderboard_has_the_three_analyses_ranked_in_the_declared_direction():
     iou = md.split("## Faithfulness ranking by IoU drop")[1].split("##")[0]
     lines = [l for l in iou.splitlines() if l.startswith("| 1 ") or l.startswith("| 6 ")]
     assert "m | score_cam | decoder1" in lines[0] and "m | eigen_cam | decoder2" in lines[1]
-    m1 = md.split("M1 background only")[1].split("###")[0]
+    m1 = md.split("## Best method per perturbation mode")[1].split("M1 background only")[1].split("###")[0]
     assert "| 0.1 | m | score_cam | decoder1 |" in m1
     layer = md.split("## Layer comparison")[1].split("##")[0]
     assert "| m | grad_cam | iou_drop (M1) | " in layer and layer.count("decoder1 |") >= 3
@@ -65,7 +65,7 @@ def test_rankings_test_every_row_against_rank_one_across_models():
             rows.append(dict(dataset="d", model=model, explainer="cam", layer="l", threshold="0.5", perturbation="", metric="localization_f1", image_id=f"i{i}", value=shift + 0.02 * i + noise, direction="higher"))
     df = pd.DataFrame(rows)
     md = render(df, summarize(df), "t")
-    table = md.split("### localization_f1")[1]
+    table = md.split("## Rankings per metric")[1].split("### localization_f1")[1]
     assert "p vs best | p vs #1 |" in table
     line = {r.split(" | ")[1]: r for r in table.splitlines() if r.startswith("| ") and " | cam | " in r}
     assert line["close"].startswith("| 1 ") and line["close"].endswith("| best | #1 |")  # the noise puts it first

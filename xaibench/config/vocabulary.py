@@ -55,6 +55,12 @@ MODEL_QUALITY = (
 )
 
 
+#: the trivial baseline explainers every committed benchmark runs beside its methods, and each
+#: method is compared with (:mod:`xaibench.report.methods`): a random map and a centred Gaussian
+RANDOM, CENTER_PRIOR = "random", "center_prior"
+TRIVIAL_BASELINES = (RANDOM, CENTER_PRIOR)
+
+
 def higher_is_better(direction: str) -> bool:
     """Whether a larger value is better under ``direction`` (``"higher"`` or ``"lower"``)."""
     if direction not in DIRECTIONS:

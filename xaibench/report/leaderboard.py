@@ -31,9 +31,12 @@ from xaibench.config.vocabulary import (
     MODE_SHORT,
     SANITY_FLAG_ABOVE,
     SANITY_METRIC,
+    TRIVIAL_BASELINES,
     higher_is_better,
 )
 from xaibench.report import models as quality_report
+from xaibench.report.method_tests import holm
+from xaibench.report.methods import MethodScores, blocks, method_scores
 from xaibench.report.selection import held_out_best_thresholds, selection_groups
 from xaibench.report.stability import ranking_stability, times_first
 from xaibench.report.stats import CELL, REPLICATE, estimate, paired_p, replicate_statistics, values_by_cell, with_replicates
@@ -84,11 +87,13 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
         head = block.head(top)
         first = values.get(tuple(head.iloc[0][CELL])) if values is not None else None
         rows = []
+        vs_first = [np.nan] + [paired_p(values.get(tuple(r[CELL])), first) if first is not None and values.get(tuple(r[CELL])) is not None else np.nan
+                               for _, r in head.iloc[1:].iterrows()] if values is not None else []
+        vs_first = holm(vs_first) if values is not None else []  # one family: the rows shown
         for i, (_, r) in enumerate(head.iterrows()):
             row = [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
             if values is not None:
-                other = values.get(tuple(r[CELL]))
-                row.append("#1" if i == 0 else _pval(paired_p(other, first) if first is not None and other is not None else None))
+                row.append("#1" if i == 0 else _pval(vs_first[i]))
             if reps > 1:
                 share = r.get("top1_share")
                 row += [_fmt(r["replicate_sd"]), times_first(share, r["replicates"])]
@@ -96,8 +101,61 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
         stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
         header = ["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"] + (["p vs #1"] if values is not None else [])
         header += ["sd across replicates", "#1 in"] if reps > 1 else []
-        parts.append(title + "\n\n" + _table(header, rows))
-    return "\n\n".join(parts)
+        flag = saturation(block["mean"], block["direction"].iloc[0])
+        parts.append(title + "\n\n" + _table(header, rows) + (f"\n\n{flag}" if flag else ""))
+    note = (
+        "Exploratory: cells (method x layer x threshold) ranked on the same images that their settings were picked on, "
+        "so the top of each ranking is optimistic; the Methods section is the headline. p-values are Holm-corrected: "
+        "`p vs best` over every comparison of the metric and mode, `p vs #1` over the rows shown."
+    )
+    return "\n\n".join([note, *parts]) if parts else ""
+
+
+def saturation(means: pd.Series, direction: str) -> str:
+    """A warning when at least half of a ranking's entries (and 3 or more) share its best value:
+    the metric sits at a bound there (e.g. an IoU drop at minus the clean IoU) and ranks ties."""
+    means = means.dropna()
+    if len(means) < 3:
+        return ""
+    best = means.max() if higher_is_better(direction) else means.min()
+    tied = int(np.isclose(means, best, rtol=0, atol=1e-9).sum())
+    if tied < 3 or tied * 2 < len(means):
+        return ""
+    return f"> ⚠ saturated: {tied} of {len(means)} entries share the best value {_fmt(float(best))}, a bound of the metric; it does not separate them."
+
+
+def methods_section(scores: MethodScores, plots: list[str] | None = None) -> str:
+    """The headline: per metric and mode, each method at its held-out setting, its difference from
+    the better trivial baseline, the Friedman test with mean ranks and a link to its CD diagram."""
+    links = {Path(p).name: p for p in plots or ()}
+    parts = [
+        f"Each method (model x explainer) at the layer and threshold chosen for it on other images: {scores.how}. "
+        "`settings`: the chosen settings (groups that chose each). `Δ vs baseline`: the mean paired difference from the better "
+        "trivial baseline (`random` or `center_prior`) on the same images, with its Wilcoxon p, Holm-corrected over the block's "
+        "methods; `✗` marks a method that does not beat it. `mean rank`: over the images every ranked method scored (1 = best), "
+        "Friedman test and Nemenyi critical difference below each table. Entries scored on fewer images are listed after the "
+        "others, never ranked above them."
+    ]
+    for blk in blocks(scores):
+        full, fewer, test, metric, pert = blk.full, blk.fewer, blk.test, blk.metric, blk.perturbation
+        d = full["direction"].iloc[0]
+        rows = []
+        for i, (idx, r) in enumerate(pd.concat([full, fewer]).iterrows()):
+            rank = str(i + 1) if idx in full.index else f"– (n < {int(full['n'].max())})"
+            mr = _fmt(float(test.mean_ranks.get(blk.labels[idx], np.nan)), 2) if test is not None else "–"
+            vs = "baseline" if r["explainer"] in TRIVIAL_BASELINES else ("–" if not r["baseline"] else f"{_fmt(r['vs_baseline'])} ({_pval(r['p_vs_baseline'])})" + ("" if r["beats_baseline"] else " ✗"))
+            rows.append([rank, r["model"], r["explainer"], r["settings"], _ci(r), str(r["n"]), mr, vs])
+        stat = full["statistic"].iloc[0]
+        title = f"### {metric}" + (f" — {MODE_LABELS.get(pert, pert)}" if pert else "") + f" ({d} is better {ARROW[d]})"
+        body = [title, "", _table(["rank", "model", "method", "settings", f"{stat} [95% CI]", "n", "mean rank", "Δ vs baseline (p)"], rows)]
+        flag = saturation(full["mean"], d)
+        body += ["", flag] if flag else []
+        if test is not None:
+            body += ["", f"Friedman χ² = {test.statistic:.2f}, p = {test.pvalue:.2g} ({len(test.mean_ranks)} methods, {test.n} images); Nemenyi CD = {test.cd:.2f}."]
+            if blk.cd_name in links:
+                body += ["", f"![critical differences: {metric} {pert}]({links[blk.cd_name]})"]
+        parts.append("\n".join(body))
+    return "\n\n".join(parts) if len(parts) > 1 else ""
 
 
 def best_per_mode(summary: pd.DataFrame) -> str:
@@ -244,6 +302,15 @@ def _input_layer_line(results: pd.DataFrame) -> list[str]:
     ]
 
 
+def _layer_alias_line(layers: dict | None) -> list[str]:
+    """What each layer alias is in the model: ``decoder1`` = ``decoder.blocks.4`` ..."""
+    said = [f"`{a}` = `{p}`" for m in sorted(layers or {}) for a, p in sorted(layers[m].items()) if a != p]
+    if not said:
+        return []
+    unet = any("decoder1" in v for v in (layers or {}).values())
+    return ["", f"Layers: {', '.join(dict.fromkeys(said))} (module paths in the model" + ("; `decoder1` is the last decoder block, `decoder2` the one before it" if unet else "") + ")."]
+
+
 def _replicate_line(results: pd.DataFrame) -> list[str]:
     reps = with_replicates(results)[REPLICATE].drop_duplicates()
     if len(reps) < 2:
@@ -277,12 +344,16 @@ def _models_first(results, summary, per_replicate, notes, chance: str):
 
 def render(
     results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None,
-    per_replicate: pd.DataFrame | None = None, notes: list[str] | None = None, chance: str = "warn",
+    per_replicate: pd.DataFrame | None = None, notes: list[str] | None = None, chance: str = "warn", aggregates: dict | None = None,
+    layers: dict | None = None,
 ) -> str:
     """The whole leaderboard as markdown (``per_replicate``: the replicates' statistics per cell,
     :func:`xaibench.report.stats.replicate_statistics`, with the metrics' own aggregates; ``notes``:
     warnings shown under the header, e.g. non-finite model outputs). The *Models* section comes
-    first; a model at chance is ranked only with ``chance = "rank"``, else its cells are listed apart."""
+    first; a model at chance is ranked only with ``chance = "rank"``, else its cells are listed apart.
+    ``aggregates``: the metrics' own statistics (:func:`xaibench.report.stats.metric_aggregates`),
+    which the held-out method table (:mod:`xaibench.report.methods`) computes with; ``layers``:
+    model -> layer alias -> module path (the manifest's), said in the header."""
     datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
     n_images = results["image_id"].nunique() if not results.empty else 0
@@ -295,17 +366,19 @@ def render(
         "",
         "Means with 95% bootstrap confidence intervals over images; `p vs best` is the paired Wilcoxon signed-rank",
         "test against the best explainer of the same model, layer and threshold, `p vs #1` the same test against",
-        "the first row of the ranking (`*`: p < 0.05, a real difference).",
+        "the first row of the ranking, both Holm-corrected for the comparisons made (`*`: p < 0.05, a real difference).",
         *_replicate_line(results),
+        *_layer_alias_line(layers),
         *_input_layer_line(results),
         *[line for note in notes or () for line in ("", f"> ⚠ {note}.")],
     ]
     sections = [
         ("Models", quality),
+        ("Methods at settings chosen on held-out images", methods_section(method_scores(results, seed, aggregates), plots)),
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
-        ("Rankings per metric", rankings(summary[summary["metric"] != SANITY_METRIC], results)),
+        ("Rankings per metric (exploratory)", rankings(summary[summary["metric"] != SANITY_METRIC], results)),
         ("Ranking stability across replicates", stability_section(results, per_replicate)),
         ("Best threshold per method", best_thresholds(results, seed)),
         ("Sanity check: model randomisation", sanity_table(summary)),
@@ -315,5 +388,5 @@ def render(
         if body:
             out += ["", f"## {name}", "", body]
     if plots:
-        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots if not Path(p).name.startswith("cd_")]
     return "\n".join(out) + "\n"

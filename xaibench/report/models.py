@@ -114,3 +114,11 @@ def apart(summary: pd.DataFrame, models: dict[str, str]) -> str:
         cells += [f"{r['mean']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]", str(int(r["n"]))]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "Not ranked: the model is at chance (Models), so what its maps score says nothing about a method.\n\n" + "\n".join(lines)
+
+
+def ranked_results(results: pd.DataFrame, summary: pd.DataFrame, chance: str = "warn") -> pd.DataFrame:
+    """The rows that rank explanations: no model-quality rows, and no rows of a model at chance
+    unless ``chance`` is ``"rank"`` (what the leaderboard's rankings and its plots are made of)."""
+    apart = {} if chance == "rank" else at_chance(summary)
+    rows = without_quality(results)
+    return rows[~rows["model"].isin(list(apart))]

@@ -62,14 +62,15 @@ def render_runs(run_dirs: list[Path], output: Path | None, title: str | None = N
     ]
     notes = [f"{d.name}: {n}" if len(run_dirs) > 1 else n for d, m in zip(run_dirs, manifests) for n in non_finite_notes(m.get("timings", {}))]
     chance = str(manifests[0].get("config", {}).get("run", {}).get("chance", "warn"))
-    return compose(df, summary, per_replicate, seed, title, plots, facts, output, notes, chance)
+    layers = {k: v for m in manifests for k, v in (m.get("layers") or {}).items()}
+    return compose(df, summary, per_replicate, seed, title, plots, facts, output, notes, chance, aggregates, layers)
 
 
 def compose(
     df, summary, per_replicate, seed: int, title: str, plots: list[str], facts: list[provenance.RunFacts], output: Path | None, notes: list[str],
-    chance: str = "warn",
+    chance: str = "warn", aggregates: dict | None = None, layers: dict | None = None,
 ) -> str:
     """The leaderboard's tables (:func:`xaibench.report.leaderboard.render`) and its provenance footer:
     what a run writes as its ``leaderboard.md`` and what :func:`render_runs` makes from run directories."""
-    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes, chance)
+    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes, chance, aggregates, layers)
     return text + "\n" + provenance.render(provenance.Provenance(title, facts), output)

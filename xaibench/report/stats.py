@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from xaibench.config.vocabulary import best_label
+from xaibench.report.method_tests import holm
 from xaibench.report.stability import add_stability
 from xaibench.runs.results import CELL_COLUMNS, COUNTS, REPLICATE_COLUMNS, decode_counts
 
@@ -293,7 +294,8 @@ def values_by_cell(df: pd.DataFrame) -> dict[tuple, pd.Series]:
 def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Columns ``best`` (this cell is the best explainer of its column) and ``p_vs_best``: the
     Wilcoxon signed-rank p-value (:func:`paired_p`) of this explainer against the best one on
-    the same images, within each (dataset, model, layer, threshold, perturbation, metric) column."""
+    the same images, within each (dataset, model, layer, threshold, perturbation, metric) column,
+    Holm-corrected over all such comparisons of a metric and mode (one family)."""
     summary = summary.copy()
     summary["best"] = False
     summary["p_vs_best"] = np.nan
@@ -309,4 +311,6 @@ def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         for i in block.index:
             if i != best:
                 summary.loc[i, "p_vs_best"] = paired_p(values[tuple(summary.loc[i, CELL])], b)
+    for _, idx in summary.groupby(["metric", "perturbation"], dropna=False).groups.items():  # one family per metric and mode
+        summary.loc[idx, "p_vs_best"] = holm(summary.loc[idx, "p_vs_best"])
     return summary

@@ -61,6 +61,7 @@ def run_manifest(config: Config, p, registry: Registry, dev, timings: dict, coun
         "timings": timings,
         "passes": vars(counter),
         "cells": len(p.cells),
+        "layers": getattr(p, "layer_paths", {}),
         "images": len({s.image_id for d in data for s in d.samples}),
         "replicates": [{"fold": d.replicate.fold_label, "seed": d.replicate.seed, "images": len(d.samples)} for d in data],
         **({"folds": folds} if folds else {}),

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from xaibench.config.parse import Config, ModelRef, instantiate
+from xaibench.config.vocabulary import MODEL_QUALITY
 from xaibench.engine import sanity as sanity_check
 from xaibench.engine.capture import PassCounter
 from xaibench.engine.devices import cuda_precision, resolve_device
@@ -29,7 +30,7 @@ from xaibench.errors import UserError
 from xaibench.registry.discovery import Registry, load_registry
 from xaibench.report import console as report
 from xaibench.report import plots, provenance, publish
-from xaibench.report.models import at_chance
+from xaibench.report.models import at_chance, ranked_results
 from xaibench.report.stats import metric_aggregates, summary_of
 from xaibench.runs import budget
 from xaibench.runs.executors import Unit, run_local, run_ray
@@ -57,12 +58,18 @@ class Plan:
 
     #: explainers whose cached maps the workers' engines do not read (``True``: all; ``--fresh``)
     fresh_maps: bool | frozenset[str] = frozenset()
+    #: model label -> layer alias -> module path, as the models resolved them (the manifest's ``layers``)
+    layer_paths: dict[str, dict[str, str]]
 
     def __init__(self, config: Config, registry: Registry, sanity: bool = False):
         src = config.source
         self.config = config
         self.registry = registry
+        self.layer_paths = {}
         self.metric_names = registry.expand("metrics", config.grid.metrics)
+        # every leaderboard opens with the explained model's quality: the model_* metrics join
+        # every grid (one clean forward per image, shared with the maps; listing them is allowed)
+        self.metric_names += [m for m in MODEL_QUALITY if m not in self.metric_names and m in registry.names("metrics")]
         self.metrics = {
             n: instantiate(registry.get("metrics", n), config.metric_params.get(n, {}), f"{src}: [metric_params.{n}]", config.seed)
             for n in self.metric_names
@@ -236,10 +243,12 @@ def _write_outputs(p: Plan, registry: Registry, dev, data: list[ReplicateData], 
     returns the summary."""
     config, out_dir = p.config, store.out
     t1 = time.perf_counter()
-    summary, per_replicate = summary_of(df, config.seed, metric_aggregates(p.metrics))
+    aggregates = metric_aggregates(p.metrics)
+    summary, per_replicate = summary_of(df, config.seed, aggregates)
     atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
     plot_paths = plots.threshold_curves(summary, out_dir / "plots")
     plot_paths += plots.replicate_spread(per_replicate, out_dir / "plots")
+    plot_paths += plots.cd_diagrams(ranked_results(df, summary, config.run.chance), config.seed, aggregates, out_dir / "plots")
     rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]
     if (out_dir / "plots" / "gallery.png").exists():
         rel.append("plots/gallery.png")
@@ -248,7 +257,7 @@ def _write_outputs(p: Plan, registry: Registry, dev, data: list[ReplicateData], 
     manifest = run_manifest(config, p, registry, dev, timings, counter, data, len(df))
     board, title = out_dir / "leaderboard.md", f"{config.name} leaderboard"
     facts = [provenance.run_facts(out_dir, manifest, board)]
-    text = publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings), config.run.chance)
+    text = publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings), config.run.chance, aggregates, manifest.get("layers"))
     atomic_write_text(board, text)
     store.write_json("manifest.json", manifest)
     return summary
@@ -348,6 +357,7 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
             for k, v in result.timings.items():
                 timings[k] = timings.get(k, 0) + v
             if worker is not None:
+                p.layer_paths.setdefault(worker.mp.ref.label, dict(worker.layer_paths))
                 timings[f"model_load_s[{worker.mp.ref.label}{worker.replicate_suffix}]"] = worker.load_s
                 if worker.fitted:
                     timings[f"explainer_fit_s[{worker.mp.ref.label}{worker.replicate_suffix}]"] = worker.fit_s
