@@ -60,3 +60,21 @@ def test_binary_iou_and_directions():
     assert direction(Confidence(), "background_only") == "lower"
     assert direction(Confidence(), "highlighted_only") == "higher"
     assert direction(IoUDrop(), "background_only") == "lower"
+
+
+def test_relative_iou_drop_divides_by_the_clean_iou():
+    from xaibench.metrics.faithfulness import RelativeIoUDrop
+
+    gt = torch.zeros(2, 4, 4, dtype=torch.long)
+    gt[:, :2] = 1  # 8 object pixels
+    clean = torch.full((2, 1, 4, 4), -BIG)
+    clean[0, 0, :2] = BIG  # image 0: perfect, IoU 1
+    clean[1, 0, :1] = BIG  # image 1: half the object, IoU 0.5
+    after = torch.full_like(clean, -BIG)
+    after[:, 0, :1, :2] = BIG  # 2 correct pixels left: IoU 0.25 on both
+    got = RelativeIoUDrop().compute(_ctx(after, logits=clean, gt=gt))
+    assert torch.allclose(got, torch.tensor([(0.25 - 1) / 1, (0.25 - 0.5) / 0.5]))
+    plain = IoUDrop().compute(_ctx(after, logits=clean, gt=gt))
+    assert torch.allclose(plain, torch.tensor([-0.75, -0.25]))  # the plain drop is bounded by the clean IoU
+    nothing = torch.full_like(clean, -BIG)
+    assert torch.isnan(RelativeIoUDrop().compute(_ctx(after, logits=nothing, gt=gt))).all()  # clean IoU 0

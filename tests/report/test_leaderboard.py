@@ -120,3 +120,18 @@ def test_result_columns_are_spelled_in_results_only():
     assert stats.CELL == results.CELL_COLUMNS == FIXED_COLUMNS[:-2] and stats.REPLICATE is results.REPLICATE_COLUMNS
     respelled = r"""["']fold["'],\s*["']seed["']|["']image_id["'],\s*["']value["']|["']perturbation["'],\s*["']metric["']\]"""
     assert _sources_spelling(respelled, "xaibench/runs/results.py") == []
+
+
+def test_m3_is_ranked_by_entropy_and_m1_by_confidence():
+    from xaibench.report.leaderboard import best_per_mode
+
+    rows = []
+    for mode, conf_dir in (("background_only", "lower"), ("highlighted_plus_target", "higher")):
+        for e, conf, ent in (("a", 0.9, 0.5), ("b", 0.1, 0.2)):
+            for metric, v, d in (("confidence", conf, conf_dir), ("entropy", ent, "lower")):
+                rows.append(dict(dataset="d", model="m", explainer=e, layer="l", threshold="0.5", perturbation=mode, metric=metric,
+                                 mean=v, ci_low=v, ci_high=v, direction=d))
+    md = best_per_mode(pd.DataFrame(rows))
+    m1, m3 = md.split("### M3")
+    assert "(ranked by confidence, lower is better)" in m1 and "| 0.5 | m | b | l |" in m1  # lowest confidence
+    assert "(ranked by entropy, lower is better)" in m3 and "| 0.5 | m | b | l |" in m3  # lowest entropy, not highest confidence (a)

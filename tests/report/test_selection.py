@@ -42,3 +42,25 @@ def test_without_folds_the_images_are_halved_with_the_seed_and_each_half_reporte
 def test_fewer_than_three_thresholds_choose_nothing():
     df = _rows()
     assert held_out_best_thresholds(df[df["threshold"] != "0.3"]).empty
+
+
+def test_a_pooled_metric_is_chosen_and_reported_pooled_as_its_ranking_reports_it():
+    """The best-threshold table's in-sample value of a pooled metric equals the summary's (the
+    ranking's) pooled statistic, not the mean of the per-image values."""
+    import pandas as pd
+
+    from xaibench.report.stats import Pooled, summarize
+
+    rows = []
+    for j in range(12):
+        for t in ("0.1", "0.2", "0.3"):
+            tp, fp = (1.0 + j % 3, 0.0) if j % 2 else (0.0, 5.0 + float(t[-1]))
+            rows.append(dict(dataset="d", model="m", explainer="cam", layer="l", threshold=t, perturbation="", metric="pooled_iou",
+                             image_id=f"i{j}", value=tp / (tp + fp), direction="higher", counts=f'{{"fp":{fp},"tp":{tp}}}'))
+    df = pd.DataFrame(rows)
+    pool = {"pooled_iou": Pooled(lambda c: c["tp"] / (c["tp"] + c["fp"]))}
+    table = held_out_best_thresholds(df, 0, aggregates=pool)
+    summary = summarize(df, 0, pool).set_index("threshold")
+    r = table.iloc[0]
+    assert r["in_sample_mean"] == summary.loc[r["in_sample_threshold"], "mean"]
+    assert r["in_sample_mean"] != df[df.threshold == r["in_sample_threshold"]]["value"].mean()

@@ -43,6 +43,8 @@ SANITY_FLAG_ABOVE = 0.5
 #: the WHU study's three faithfulness metrics (:mod:`xaibench.metrics.faithfulness`), which the
 #: leaderboard's first analyses are made of
 CONFIDENCE, ENTROPY, IOU_DROP = "confidence", "entropy", "iou_drop"
+#: the IoU drop as a fraction of the clean IoU (comparable across images and models)
+IOU_DROP_RELATIVE = "iou_drop_relative"
 #: the model-quality metrics every run adds (:mod:`xaibench.metrics.model_quality`), in the order
 #: the leaderboard's Models section shows them; the segmenters' first, then the classifiers'
 MODEL_POOLED_IOU, MODEL_IOU, MODEL_POOLED_F1, MODEL_F1, MODEL_TRIVIAL_IOU = (

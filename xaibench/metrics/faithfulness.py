@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.segmentation import mean_iou
 
-from xaibench.config.vocabulary import BACKGROUND_ONLY, CONFIDENCE, ENTROPY, HIGHER, IOU_DROP, LOWER
+from xaibench.config.vocabulary import BACKGROUND_ONLY, CONFIDENCE, ENTROPY, HIGHER, IOU_DROP, IOU_DROP_RELATIVE, LOWER
 from xaibench.engine.targets import predicted_classes, probabilities
 from xaibench.metrics.base import MetricContext
 
@@ -80,10 +80,28 @@ class IoUDrop:
     perturbation = BACKGROUND_ONLY
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        if ctx.ground_truth is None or ctx.logits.ndim != 4:
-            raise ValueError("iou_drop needs a segmentation model and ground-truth masks")
-        cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
-        truth = ctx.ground_truth.to(ctx.logits.device) == cls
-        before = binary_iou(predicted_classes(ctx.logits) == cls, truth)
-        after = binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
+        before, after = _ious(ctx, self.name)
         return after - before
+
+
+def _ious(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image IoU with the ground truth of the prediction on the clean and the perturbed input."""
+    if ctx.ground_truth is None or ctx.logits.ndim != 4:
+        raise ValueError(f"{name} needs a segmentation model and ground-truth masks")
+    cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
+    truth = ctx.ground_truth.to(ctx.logits.device) == cls
+    return binary_iou(predicted_classes(ctx.logits) == cls, truth), binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
+
+
+class RelativeIoUDrop:
+    """:class:`IoUDrop` as a fraction of the clean IoU: -1 = the removal took every correct pixel
+    away, 0 = nothing changed; comparable across images and models of different quality."""
+
+    name = IOU_DROP_RELATIVE
+    direction = LOWER
+    uses_threshold = True
+    perturbation = BACKGROUND_ONLY
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        before, after = _ious(ctx, self.name)
+        return torch.where(before > 0, (after - before) / before.clamp_min(1e-12), torch.full_like(before, float("nan")))

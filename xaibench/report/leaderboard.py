@@ -24,6 +24,7 @@ from xaibench.config.vocabulary import (
     CONFIDENCE,
     ENTROPY,
     HIGHER,
+    HIGHLIGHTED_PLUS_TARGET,
     INPUT_LAYER,
     IOU_DROP,
     LOWER,
@@ -159,24 +160,27 @@ def methods_section(scores: MethodScores, plots: list[str] | None = None) -> str
 
 
 def best_per_mode(summary: pd.DataFrame) -> str:
-    """(a) For each mode and threshold: the best method by confidence, with its confidence and entropy."""
-    conf = summary[(summary["metric"] == CONFIDENCE) & (summary["perturbation"] != "")]
-    if conf.empty:
+    """(a) For each mode and threshold: the best method, with its confidence and entropy. M1 and
+    M2 are ranked by confidence; M3 by entropy (lower is better), as the WHU study judges M3."""
+    keys = ["model", "explainer", "layer", "threshold", "perturbation"]
+    by = {m: summary[(summary["metric"] == m) & (summary["perturbation"] != "")] for m in (CONFIDENCE, ENTROPY)}
+    if by[CONFIDENCE].empty:
         return ""
-    ent = summary[summary["metric"] == ENTROPY].set_index(["model", "explainer", "layer", "threshold", "perturbation"])
+    indexed = {m: t.set_index(keys) for m, t in by.items()}
     parts = []
-    for mode, block in conf.groupby("perturbation", sort=False):
+    for mode in by[CONFIDENCE]["perturbation"].drop_duplicates():
+        metric = ENTROPY if mode == HIGHLIGHTED_PLUS_TARGET and not by[ENTROPY].empty else CONFIDENCE
+        block = by[metric][by[metric]["perturbation"] == mode]
         rows = []
         for thr, tb in block.groupby("threshold", sort=True):
             tb = _sorted(tb)
             if tb.empty:
                 continue
-            r = tb.iloc[0]
-            key = (r["model"], r["explainer"], r["layer"], thr, mode)
-            e = ent.loc[key] if key in ent.index else None
-            rows.append([thr, r["model"], r["explainer"], r["layer"], _ci(r), _ci(e) if e is not None else "–"])
+            key = (tb.iloc[0]["model"], tb.iloc[0]["explainer"], tb.iloc[0]["layer"], thr, mode)
+            c, e = (indexed[m].loc[key] if key in indexed[m].index else None for m in (CONFIDENCE, ENTROPY))
+            rows.append([thr, key[0], key[1], key[2], _ci(c) if c is not None else "–", _ci(e) if e is not None else "–"])
         d = block["direction"].iloc[0]
-        parts.append(f"### {MODE_LABELS.get(mode, mode)} (confidence {d} is better)\n\n" + _table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
+        parts.append(f"### {MODE_LABELS.get(mode, mode)} (ranked by {metric}, {d} is better)\n\n" + _table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
     return "\n\n".join(parts)
 
 
@@ -237,10 +241,10 @@ def sanity_table(summary: pd.DataFrame) -> str:
     return note + "\n\n" + _table(["model", "explainer", "layer", "rank correlation [95% CI]", "verdict"], rows)
 
 
-def best_thresholds(results: pd.DataFrame, seed: int = 0) -> str:
+def best_thresholds(results: pd.DataFrame, seed: int = 0, aggregates: dict | None = None) -> str:
     """For metrics measured at several numeric thresholds: each method's best threshold, chosen
     on other images than those it is reported on (:mod:`xaibench.report.selection`)."""
-    table = held_out_best_thresholds(results, seed)
+    table = held_out_best_thresholds(results, seed, aggregates=aggregates)
     if table.empty:
         return ""
     rows = []
@@ -380,7 +384,7 @@ def render(
         ("Layer comparison", layer_comparison(summary)),
         ("Rankings per metric (exploratory)", rankings(summary[summary["metric"] != SANITY_METRIC], results)),
         ("Ranking stability across replicates", stability_section(results, per_replicate)),
-        ("Best threshold per method", best_thresholds(results, seed)),
+        ("Best threshold per method", best_thresholds(results, seed, aggregates)),
         ("Sanity check: model randomisation", sanity_table(summary)),
         ("Explanations of models at chance (not ranked)", apart_table),
     ]

@@ -11,12 +11,13 @@ of a reported image took part in choosing its threshold.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from xaibench.config.vocabulary import best_label
-from xaibench.report.stats import estimate, with_replicates
+from xaibench.report.stats import estimate, statistic_of, with_replicates
 
 SELECTED = ["model", "explainer", "layer", "metric", "perturbation"]
 
@@ -33,11 +34,14 @@ def selection_groups(results: pd.DataFrame, seed: int = 0) -> tuple[dict[str, st
     return groups, "chosen on one half of the images and reported on the other, both ways (halves drawn with the benchmark seed)"
 
 
-def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_thresholds: int = 3) -> pd.DataFrame:
+def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_thresholds: int = 3, aggregates: Mapping | None = None) -> pd.DataFrame:
     """Per method (model, explainer, layer, metric, perturbation) with at least ``min_thresholds``
     numeric thresholds: ``chosen`` (threshold -> groups that chose it), ``mean`` / ``ci_low`` /
     ``ci_high`` of the held-out values, ``n``, and the in-sample optimum (``in_sample_threshold``,
-    ``in_sample_mean``: best threshold and its mean on all images, the optimistic figure)."""
+    ``in_sample_mean``: best threshold and its mean on all images, the optimistic figure).
+    ``aggregates``: the metrics' own statistics (a pooled IoU is chosen and reported pooled, as
+    its ranking reports it, not as a mean of per-image values)."""
+    aggregates = aggregates or {}
     df = with_replicates(results)
     df = df[pd.to_numeric(df["threshold"], errors="coerce").notna()]
     if df.empty:
@@ -49,10 +53,12 @@ def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_threshold
         if g["threshold"].nunique() < min_thresholds:
             continue
         direction = g["direction"].iloc[0]
+        agg = aggregates.get(key[SELECTED.index("metric")])
+        stat = lambda rows: pd.Series({t: statistic_of(r, agg) for t, r in rows.groupby("threshold", sort=True)}, dtype=float).dropna()  # noqa: E731, B023
         pick = lambda s: best_label(s, direction)  # noqa: E731, B023 (used inside this iteration only)
         chosen, held = Counter(), []
         for name, own in g.groupby("group", sort=True):
-            means = g[g["group"] != name].groupby("threshold")["value"].mean().dropna()
+            means = stat(g[g["group"] != name])
             if means.empty:
                 continue
             thr = pick(means)
@@ -61,9 +67,9 @@ def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_threshold
         if not held:
             continue
         held_df = pd.concat(held)
-        mean, lo, hi, _ = estimate(held_df, seed)
+        mean, lo, hi, _ = estimate(held_df, seed, agg)
         n = int(held_df["value"].notna().sum())
-        overall = g.groupby("threshold")["value"].mean().dropna()
+        overall = stat(g)
         best = pick(overall)
         rows.append(dict(zip(SELECTED, key), chosen=dict(chosen), mean=mean, ci_low=lo, ci_high=hi, n=n,
                          in_sample_threshold=best, in_sample_mean=float(overall[best]), direction=g["direction"].iloc[0]))

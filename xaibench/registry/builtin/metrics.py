@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop
+from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, RelativeIoUDrop
 from xaibench.metrics.localization import (
     AUROC,
     MAE,
@@ -28,6 +28,7 @@ BUILTIN = (
     Confidence,
     Entropy,
     IoUDrop,
+    RelativeIoUDrop,
     LocalizationIoU,
     LocalizationPrecision,
     LocalizationRecall,
