@@ -85,3 +85,13 @@ def test_a_pooled_metric_is_reported_with_its_pool_not_the_mean_of_images():
 def test_a_ranking_at_a_bound_is_flagged_saturated():
     assert "saturated: 3 of 4" in saturation(pd.Series([-0.84, -0.84, -0.84, -0.5]), "lower")
     assert saturation(pd.Series([-0.84, -0.80, -0.7, -0.5]), "lower") == ""
+
+
+def test_a_metric_without_perturbation_borrows_another_models_baselines():
+    rows = _baseline_results(np.random.default_rng(0))
+    rows += [_row("cam", "l", "", i, 0.9, model="other") for i in IDS]
+    t = method_scores(pd.DataFrame(rows), 0).table.set_index(["model", "explainer"])
+    assert t.loc[("other", "cam"), "baseline"] == "center_prior" and t.loc[("other", "cam"), "beats_baseline"] is True
+    perturbed = [dict(r, perturbation="background_only") for r in rows]
+    t = method_scores(pd.DataFrame(perturbed), 0).table.set_index(["model", "explainer"])
+    assert t.loc[("other", "cam"), "baseline"] == ""  # a perturbation metric depends on the model: no borrowing

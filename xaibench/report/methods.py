@@ -96,14 +96,20 @@ def method_scores(results: pd.DataFrame, seed: int = 0, aggregates: Mapping[str,
 
 
 def add_baseline_comparison(table: pd.DataFrame, values: dict[tuple, pd.Series]) -> pd.DataFrame:
-    """Columns ``baseline`` (the better trivial baseline of the same model, metric and mode),
+    """Columns ``baseline`` (the better trivial baseline of the same model, metric and mode; for a
+    metric without perturbation, whose baseline values do not depend on the model, of any model),
     ``vs_baseline`` (mean paired difference, entry minus baseline, on the images both have),
     ``p_vs_baseline`` (Wilcoxon, Holm-corrected over the block's methods) and ``beats_baseline`` (better direction and p < 0.05; None for
     the baselines themselves and where no baseline ran)."""
     table = table.assign(baseline="", vs_baseline=np.nan, p_vs_baseline=np.nan, beats_baseline=None)
-    for _, idx in table.groupby(["model", *BLOCK], dropna=False).groups.items():
+    trivial = table[table["explainer"].isin(TRIVIAL_BASELINES)].dropna(subset=["mean"])
+    for (_, metric, pert), idx in table.groupby(["model", *BLOCK], dropna=False).groups.items():
         block = table.loc[idx]
         base = block[block["explainer"].isin(TRIVIAL_BASELINES)].dropna(subset=["mean"])
+        if base.empty and pert == "":
+            # no perturbation: the metric compares the map with the truth, and the baselines' maps do not
+            # depend on the model, so another model's baselines (same images) are this one's too
+            base = trivial[(trivial["metric"] == metric) & (trivial["perturbation"] == pert)]
         if base.empty:
             continue
         direction = base["direction"].iloc[0]
