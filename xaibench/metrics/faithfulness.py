@@ -93,14 +93,11 @@ def _ious(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return binary_iou(predicted_classes(ctx.logits) == cls, truth), binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
 
 
-class RelativeIoUDrop:
+class RelativeIoUDrop(IoUDrop):
     """:class:`IoUDrop` as a fraction of the clean IoU: -1 = the removal took every correct pixel
     away, 0 = nothing changed; comparable across images and models of different quality."""
 
     name = IOU_DROP_RELATIVE
-    direction = LOWER
-    uses_threshold = True
-    perturbation = BACKGROUND_ONLY
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         before, after = _ious(ctx, self.name)
