@@ -47,9 +47,9 @@ class TorchModel:
     name = "torch_model"
     #: small parameters for xaibench.testing.check_model (the registry-wide contract test)
     test_params = {
-        "arch": "FPN",
+        "arch": "Linknet",
         "encoder": "resnet18",
-        "options": {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32},
+        "options": {"encoder_depth": 3},
         "train": True,
         "epochs": 1,
         "batch_size": 4,

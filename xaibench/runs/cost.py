@@ -129,7 +129,7 @@ def check_models(p, ctx, image, n_images: int, config_path: str, say: Callable[[
         top = sorted(cost.parts[1:], key=lambda t: -t[2])[:3]
         detail = ", ".join(f"{what} {rows}" for what, rows, _ in top)
         out(
-            f"  {mp.ref.label}: ~{_duration(cost.per_image_s)} per image on {ctx.device.type} ({detail or 'one forward'} forwards per image)"
+            f"  {mp.ref.label}: ~{_duration(cost.per_image_s)} per image on {ctx.device.type} (forwards per image: {detail or 'one'})"
             f" -> ~{_duration(total)} for {n_images} images" + (f" x {reps} replicates" if reps > 1 else "")
             + (f"; not counted: {', '.join(cost.not_counted)} (their own passes)" if cost.not_counted else "")
         )
