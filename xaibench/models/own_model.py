@@ -15,6 +15,7 @@ where the family is known (:mod:`xaibench.models.model_sources`) and the config'
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -96,7 +97,9 @@ class TorchModel:
             raise UserError(f"model.aliases: {bad[0]!r} must map to a module path (a string)")
         self.encoder = encoder if self.source == "arch" else ""
         self.options = dict(options)
-        self.checkpoint, self.train, self.random_weights = checkpoint, bool(train), bool(random_weights)
+        if self.source == "torchscript":
+            self.spec = os.path.expandvars(torchscript)
+        self.checkpoint, self.train, self.random_weights = os.path.expandvars(checkpoint), bool(train), bool(random_weights)
         self.classes, self.in_channels = classes, in_channels
         self.aliases, self.output_key = dict(aliases), output_key
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, lr, seed
