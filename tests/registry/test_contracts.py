@@ -338,3 +338,61 @@ def test_a_pooled_plugin_metric_runs_and_malformed_counts_stop_the_run_with_one_
     with pytest.raises(UserError, match=r"metric 'authors_metric' .* on cell smp_unet\|grad_cam.* returned counts\['tp'\] = torch.float32 tensor of shape \(4, 1\)") as e:
         _run(config(metrics='["authors_metric"]'), _module("authors_plugin", register_metrics=hookimpl(lambda register: register(bad))), tmp_path / "bad")
     assert "\n" not in str(e.value)
+
+
+def _png_folder(root, splits):
+    """``root/SPLIT/{images,masks}/*.png`` (16x16 RGB, 0/255 masks) for each of ``splits``."""
+    import numpy as np
+    from PIL import Image
+
+    for split in splits:
+        for k in range(2):
+            (root / split / "images").mkdir(parents=True, exist_ok=True)
+            (root / split / "masks").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 3), 40 * k, np.uint8)).save(root / split / "images" / f"{split}{k}.png")
+            m = np.zeros((16, 16), np.uint8)
+            m[4:9, 4:9] = 255
+            Image.fromarray(m).save(root / split / "masks" / f"{split}{k}.png")
+    return root
+
+
+def test_a_bad_first_train_sample_is_an_error_but_a_missing_train_split_is_not(tmp_path, capsys):
+    """A checkpoint-only model needs no training data, so a dataset without a train split passes;
+    a train split that is there but unreadable is reported at validate, naming the file."""
+    import numpy as np
+    from PIL import Image
+
+    from xaibench.cli import main
+    from xaibench.datasets.image_folder import ImageFolder
+    from xaibench.registry.contracts import check_first_samples
+
+    only_test = _png_folder(tmp_path / "only_test", ["test"])
+    check_first_samples(ImageFolder(root=str(only_test)), "image_folder", ("train", "test"), "b.toml")  # no train split: fine
+    root = _png_folder(tmp_path / "data", ["train", "test"])
+    check_first_samples(ImageFolder(root=str(root)), "image_folder", ("train", "test"), "b.toml")
+    bad = root / "train" / "masks" / "train0.png"
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(bad)  # 7 in a binary mask
+    with pytest.raises(UserError, match="train0.png"):
+        check_first_samples(ImageFolder(root=str(root)), "image_folder", ("train", "test"), "b.toml")
+    config = tmp_path / "b.toml"
+    config.write_text(textwrap.dedent(f"""
+        [benchmark]
+        name = "b"
+        [dataset]
+        name = "image_folder"
+        root = "{root}"
+        [model]
+        name = "smp_unet"
+        encoder_depth = 3
+        decoder_channels = [8, 4, 4]
+        epochs = 1
+        [grid]
+        explainers = ["grad_cam"]
+        layers = ["decoder1"]
+        thresholds = [0.5]
+        perturbations = ["background_only"]
+        metrics = ["confidence"]
+        """))
+    assert main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and str(bad) in err

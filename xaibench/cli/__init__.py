@@ -1,4 +1,4 @@
-"""The ``xaibench`` command: run, list, validate, leaderboard (one module each in this package).
+"""The ``xaibench`` command: run, list, validate, layers, leaderboard (one module each in this package).
 
 A user error prints one ``error: ...`` line on stderr and exits 2 (``--debug`` shows the
 traceback); nothing is written for it.
@@ -10,7 +10,7 @@ import argparse
 import sys
 import traceback
 
-from xaibench.cli import leaderboard, listing, validate
+from xaibench.cli import layers, leaderboard, listing, validate
 from xaibench.cli import run as run_command
 from xaibench.engine import cpu_isa
 from xaibench.errors import UserError
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xaibench", description="Benchmark explanation methods for segmentation models.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (run_command, listing, validate, leaderboard):
+    for command in (run_command, listing, validate, layers, leaderboard):
         command.add_parser(sub)
     return parser
 

@@ -33,6 +33,15 @@ def command(args) -> int:
     where = f"{config.dataset.name}/{'+'.join(p.dataset.fold_splits)} in {run.folds} folds" if run.folds else f"{config.dataset.name}/{config.split}"
     parts = ([f"{run.folds} folds"] if run.folds else []) + ([f"{len(run.seeds)} seeds"] if run.seeds else [])
     reps = f", {len(p.replicates)} replicates ({' x '.join(parts)}): every model is trained {len(p.replicates)} times" if len(p.replicates) > 1 else ""
+    # the models, built without training: the code a config runs is named before it runs
+    from xaibench.engine.cache import default_cache_dir
+    from xaibench.engine.devices import resolve_device
+    from xaibench.models.training import LoadContext
+    from xaibench.runs.cost import check_models
+    from xaibench.runs.worker import dataset_key
+
+    ctx = LoadContext(p.dataset, dataset_key(config), resolve_device(config.run.device), default_cache_dir(), show_progress=False)
+    lines = check_models(p, ctx, first.image if first is not None else None, n_images, str(args.config), lambda line: print(line, flush=True), warn)
     print(f"ok: {args.config}: {len(p.cells)} cells on {where}{reps}")
     for m in p.models:
         print(
@@ -42,4 +51,6 @@ def command(args) -> int:
             + f", {len(p.metrics)} metrics "
             f"-> {len(m.cells)} cells"
         )
+    for line in lines:
+        print(line)
     return 0

@@ -49,8 +49,13 @@ def save_atomic(state: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(module: nn.Module, path: str | Path) -> None:
-    """Load weights saved as a state dict (or {"state_dict": ...}) with ``weights_only=True``."""
+def load_checkpoint(module: nn.Module, path: str | Path, what: str = "this model") -> None:
+    """Load weights saved as a state dict (or {"state_dict": ...}) with ``weights_only=True``.
+
+    Keys under one wrapper prefix (``module.`` from DataParallel, ``model.`` from Lightning) are
+    matched without it when that makes them fit exactly. A checkpoint that does not fit is one
+    user error naming a few missing, unexpected and mis-shaped keys with their counts.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
@@ -66,11 +71,44 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> None:
         raise UserError(f"checkpoint {str(path)!r} cannot be read as torch weights: {first}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"checkpoint {str(path)!r} holds {type(state).__name__}, not a state dict of tensors; save it with torch.save(model.state_dict(), path)")
+    state = _unwrapped(state, module.state_dict())
+    problem = _misfit(state, module.state_dict())
     try:
+        if problem:
+            raise RuntimeError(problem)
         module.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise UserError(f"checkpoint {str(path)!r} does not fit this model: {first}") from exc
+        raise UserError(
+            f"checkpoint {str(path)!r} does not fit {what}: {first}; give the settings it was saved with (architecture, encoder, classes, "
+            "in_channels, options; `xaibench layers CONFIG` lists this model's modules), or save it with torch.save(model.state_dict(), path)"
+        ) from exc
+
+
+def _unwrapped(state: dict, want: dict) -> dict:
+    """``state`` without a wrapper prefix shared by every key, where that makes the keys fit."""
+    for prefix in ("module.", "model.", "net.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix) :]: v for k, v in state.items()}
+            if set(stripped) == set(want):
+                return stripped
+    return state
+
+
+def _misfit(state: dict, want: dict, few: int = 3) -> str:
+    """What differs between a checkpoint's keys and the model's ('' when they fit)."""
+
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:few]) + (f", ... ({len(keys) - few} more)" if len(keys) > few else "")
+
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f"{k} {'x'.join(map(str, state[k].shape))} in the checkpoint, {'x'.join(map(str, want[k].shape))} here" for k in want if k in state and state[k].shape != want[k].shape]
+    parts = ([f"{len(missing)} keys missing ({listed(missing)})"] if missing else []) + ([f"{len(unexpected)} unexpected ({listed(unexpected)})"] if unexpected else [])
+    parts += [f"{len(shapes)} of another shape ({listed(shapes)})"] if shapes else []
+    return "; ".join(parts)
 
 
 def lr_schedule(opt: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int):

@@ -251,9 +251,14 @@ def lent(ctx: object, fields: Sequence[str], what: str) -> Iterator[None]:
 
 def first_sample(dataset: object, split: str, name: str, source: str):
     """The first sample of ``split`` (``None`` if it has none), read with allocation failures as user errors."""
+    samples = _reading(lambda: dataset.split(split), name, source)
+    return _reading(lambda: samples[0] if len(samples) else None, name, source)
+
+
+def _reading(read: Callable[[], object], name: str, source: str):
+    """``read()``, with allocation failures as user errors."""
     try:
-        samples = dataset.split(split)
-        return samples[0] if len(samples) else None
+        return read()
     except MemoryError as exc:
         raise UserError(f"{source}: dataset {name!r}: one sample does not fit in memory ({str(exc).splitlines()[0]}); make the images smaller") from exc
     except RuntimeError as exc:
@@ -264,17 +269,20 @@ def first_sample(dataset: object, split: str, name: str, source: str):
 
 def check_first_samples(dataset: object, name: str, splits: tuple[str, ...], source: str) -> None:
     """:func:`check_sample` on the first sample of each of ``splits`` that has one (what
-    ``xaibench validate`` and a run read before anything is trained); a missing "train" split
-    is fine here (a model with a checkpoint needs none)."""
+    ``xaibench validate`` and a run read before anything is trained). A "train" split the
+    dataset does not have (or that is empty) is fine here: a model with a checkpoint needs none.
+    A train split that exists but whose first sample cannot be read (a bad file) is an error,
+    like in any other split."""
     n = getattr(dataset, "num_classes", 2)
     for split in splits:
         try:
-            sample = first_sample(dataset, split, name, source)
+            samples = _reading(lambda split=split: dataset.split(split), name, source)
         except (KeyError, IndexError) as exc:
             raise UserError(f"{source}: dataset.split = {split!r}: {exc}") from exc
         except UserError as exc:
-            if split == "train" and "does not fit in memory" not in str(exc):
+            if split == "train" and "does not fit in memory" not in str(exc):  # no train split: only a model that trains needs one, and says so
                 continue
             raise
+        sample = _reading(lambda samples=samples: samples[0] if len(samples) else None, name, source)
         if sample is not None:
             check_sample(sample, name, n, f"split {split!r}, sample 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from xaibench.models.own_model import TorchModel
 from xaibench.models.smp_unet import SmpUnet
 from xaibench.models.timm_classifier import TimmClassifier
 from xaibench.registry.hookspecs import hookimpl
@@ -11,3 +12,4 @@ from xaibench.registry.hookspecs import hookimpl
 def register_models(register):
     register(SmpUnet)
     register(TimmClassifier)
+    register(TorchModel)
