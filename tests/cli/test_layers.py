@@ -83,10 +83,13 @@ def test_layers_errors(tmp_path, capsys):
     path = config(tmp_path, UNET)
     assert main(["layers", str(path), "--model", "nope"]) == 2
     assert "unknown model label 'nope'" in capsys.readouterr().err
-    smp_unet = config(tmp_path, 'name = "smp_unet"\nencoder_depth = 3\ndecoder_channels = [8, 4, 4]')
-    assert main(["layers", str(smp_unet)]) == 2
+    classifier = config(tmp_path, 'name = "timm_classifier"\nwidth = 4')  # a plugin without structure()
+    assert main(["layers", str(classifier)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be built without training" in err and "torch_model" in err
+    smp_unet = config(tmp_path, 'name = "smp_unet"\nencoder_depth = 3\ndecoder_channels = [8, 4, 4]')
+    assert main(["layers", str(smp_unet)]) == 0  # smp_unet builds its network without training
+    assert "decoder1" in capsys.readouterr().out
 
 
 def test_layers_of_a_torchscript_model_have_no_shapes_and_say_why(tmp_path, capsys):

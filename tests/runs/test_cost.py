@@ -79,6 +79,12 @@ def test_validate_names_the_code_first_and_prints_the_estimate(tmp_path, capsys,
 
 
 def test_validate_of_a_model_plugin_that_cannot_be_built_untrained_says_so(tmp_path, capsys):
-    path = config(tmp_path, 'name = "smp_unet"\nencoder_depth = 3\ndecoder_channels = [8, 4, 4]')
+    path = config(tmp_path, 'name = "timm_classifier"\nwidth = 4')
     assert main(["validate", str(path)]) == 0
-    assert "layers are checked when the model loads (model plugin 'smp_unet' is not built without training)" in capsys.readouterr().out
+    assert "layers are checked when the model loads (model plugin 'timm_classifier' is not built without training)" in capsys.readouterr().out
+
+
+def test_validate_checks_smp_unet_layers_without_training(tmp_path, capsys):
+    path = grid(config(tmp_path, 'name = "smp_unet"\nencoder_depth = 3\ndecoder_channels = [8, 4, 4]'), '"grad_cam"', '"decoder9"')
+    assert main(["validate", str(path)]) == 2
+    assert "decoder9" in capsys.readouterr().err

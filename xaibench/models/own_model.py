@@ -15,6 +15,8 @@ where the family is known (:mod:`xaibench.models.model_sources`) and the config'
 
 from __future__ import annotations
 
+import functools
+
 import os
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from torch import nn
 from xaibench.errors import UserError
 from xaibench.models import model_sources as src
 from xaibench.models.base import LoadedModel, Tail, infer_task, logits_of
-from xaibench.models.smp_unet import image_channels, segmentation_step
+from xaibench.models.smp_unet import image_channels, segmentation_step, val_iou_selector
 from xaibench.models.training import LoadContext, load_checkpoint, train_or_load
 
 
@@ -141,6 +143,7 @@ class TorchModel:
     def _cache_params(self, dataset) -> dict:
         params = {k: v for k, v in vars(self).items() if k not in ("checkpoint", "random_weights", "aliases", "train")}
         params["classes"], params["in_channels"] = self._classes(dataset), self.in_channels or image_channels(dataset)
+        params["recipe"] = "bce_dice+one_cycle+best_val_iou"
         if self.source == "factory":  # the factory's code is part of what the weights depend on
             params["factory_code"] = src.factory_source_hash(self.spec)
         return params
@@ -151,7 +154,7 @@ class TorchModel:
             module = train_or_load(
                 module,
                 ctx.model_path(self.name, self._cache_params(ctx.dataset)),
-                segmentation_step,
+                functools.partial(segmentation_step, dice=True),
                 ctx.dataset.split("train"),
                 epochs=self.epochs,
                 batch_size=self.batch_size,
@@ -160,6 +163,8 @@ class TorchModel:
                 device=ctx.device,
                 title=f"{self.name} ({self.describe()})",
                 show_progress=ctx.show_progress,
+                schedule="one_cycle",  # smp_unet's recipe (docs/leaderboards.md, "A recipe that converges")
+                select=val_iou_selector(ctx.dataset),
             )
         return self._loaded(module, ctx)
 

@@ -67,6 +67,12 @@ def pooled_iou(module: nn.Module, samples, batch_size: int = 16) -> float:
     return float((inter.double() / union.double()).nanmean())
 
 
+def val_iou_selector(dataset):
+    """``train_or_load``'s ``select``: the pooled IoU on the dataset's ``val`` split (None without one)."""
+    val = validation_split(dataset)
+    return (lambda module: pooled_iou(module, val)) if val else None
+
+
 def validation_split(dataset) -> list[Sample]:
     """The dataset's ``val`` split, or nothing when it has none."""
     try:
@@ -185,8 +191,15 @@ class SmpUnet:
             raise UserError(f"model.encoder = {self.encoder!r} is not an encoder segmentation-models-pytorch knows: {exc}") from exc
 
     def _selector(self, dataset):
-        val = validation_split(dataset) if self.select_on_val else []
-        return (lambda module: pooled_iou(module, val)) if val else None
+        return val_iou_selector(dataset) if self.select_on_val else None
+
+    def structure(self, ctx: LoadContext) -> LoadedModel:
+        """The model as ``load`` returns it, without training (initial weights where it would
+        train; the checkpoint where one is given): what ``xaibench validate`` inspects."""
+        module = self.build(ctx.dataset.num_classes, self.in_channels or image_channels(ctx.dataset))
+        if self.checkpoint:
+            load_checkpoint(module, self.checkpoint)
+        return self._wrap(module.to(ctx.device).eval(), ctx)
 
     def load(self, ctx: LoadContext) -> LoadedModel:
         channels = self.in_channels or image_channels(ctx.dataset)
@@ -214,6 +227,9 @@ class SmpUnet:
                 schedule=self.lr_schedule,
                 select=self._selector(ctx.dataset),
             )
+        return self._wrap(module, ctx)
+
+    def _wrap(self, module: nn.Module, ctx: LoadContext) -> LoadedModel:
         if ctx.device.type == "cpu":  # NHWC convolutions are ~1.4x faster on CPU; this model is ours to lay out
             module = module.to(memory_format=torch.channels_last)
         n = len(module.decoder.blocks)
