@@ -84,8 +84,8 @@ def one_line(fn, *words) -> str:
     return msg
 
 
-def test_the_packaged_scenes_are_tiled_with_box_masks_and_a_spatial_split(fake_package: Path):
-    ds = NeonTrees(tile=16, downsample=1, val_fraction=0.25)
+def test_the_packaged_scenes_are_tiled_with_box_masks_and_the_other_scenes_for_test(fake_package: Path):
+    ds = NeonTrees(tile=16, downsample=1, test="scenes", val_fraction=0.25)
     assert isinstance(ds, Dataset) and ds.num_classes == 2 and "deepforest" in repr(ds)
     train, val, test = (ds.split(s) for s in ("train", "val", "test"))
     # the training scene is 72 x 64: 4 tile rows of 16 (72 // 16); the bottom one (0.25 x 4) is val
@@ -103,8 +103,25 @@ def test_the_packaged_scenes_are_tiled_with_box_masks_and_a_spatial_split(fake_p
     assert first.mask.sum() == 16 * 8 and first.mask[:8, :16].all()  # VOC (xmin, ymin, xmax, ymax) = (1, 1, 16, 8): 8 rows, 16 columns
 
 
+def test_by_default_the_right_of_the_training_scene_is_test_spatially_apart(fake_package: Path):
+    ds = NeonTrees(tile=16, downsample=1, test_fraction=0.25, val_fraction=0.25)
+    assert "test='band'" in repr(ds)
+    corners = {s: [tuple(int(v) for v in x.image_id.split("@r")[1].split("_c")) for x in ds.split(s)] for s in ("train", "val", "test")}
+    for split in corners:
+        assert {x.image_id.split("@")[0] for x in ds.split(split)} == {TRAIN}  # the other scenes are not used
+    # 72 x 64: 4 tile columns, the right one (0.25 x 4) is test over the full height (4 rows);
+    # of the left 48 columns, the bottom tile row (0.25 x 4) is val, the rest train
+    assert sorted(corners["test"]) == [(r, 48) for r in (0, 16, 32, 48)]
+    assert sorted(corners["val"]) == [(56, c) for c in (0, 16, 32)]
+    assert all(r + 16 <= 56 and c + 16 <= 48 for r, c in corners["train"]) and len(corners["train"]) == 9
+    strided = NeonTrees(tile=16, stride=8, downsample=1, test_fraction=0.25, val_fraction=0.25).split("train")
+    assert len(strided) == 6 * 5  # rows 0..40 step 8 (tiles ending by 56), columns 0..32 step 8 (ending by 48)
+    with pytest.raises(UserError, match="test_fraction = 0 of the training scenes' tile columns"):
+        NeonTrees(tile=16, downsample=1, test_fraction=0.0).split("test")
+
+
 def test_downsampling_averages_the_image_and_keeps_the_box_where_half_a_block_is_in(fake_package: Path):
-    ds = NeonTrees(tile=8, downsample=4, val_fraction=0.0)
+    ds = NeonTrees(tile=8, downsample=4, test="scenes", val_fraction=0.0)
     s = ds.split("train")[0]
     assert s.image_id == f"{TRAIN}@r0_c0"
     full = torch.from_numpy(pixels(TRAIN)).permute(2, 0, 1).float() / 255
@@ -116,18 +133,19 @@ def test_downsampling_averages_the_image_and_keeps_the_box_where_half_a_block_is
 
 
 def test_tiles_are_pure_functions_of_the_parameters_and_index(fake_package: Path):
-    a, b = NeonTrees(tile=16, downsample=1), NeonTrees(tile=16, downsample=1)
+    a, b = NeonTrees(tile=16, downsample=1, test="scenes"), NeonTrees(tile=16, downsample=1, test="scenes")
     test_a, test_b = a.split("test"), b.split("test")
     late = test_b[len(test_b) - 1]  # read first in b, last in a
     for i in range(len(test_a)):
         assert test_a[i].image_id == test_b[i].image_id and torch.equal(test_a[i].image, test_b[i].image)
     assert torch.equal(late.mask, test_a[len(test_a) - 1].mask)
-    assert [s.image_id for s in NeonTrees(tile=16, stride=8, downsample=1).split("train")][:3] == [f"{TRAIN}@r0_c{c}" for c in (0, 8, 16)]
+    assert [s.image_id for s in NeonTrees(tile=16, stride=8, downsample=1, test="scenes").split("train")][:3] == [f"{TRAIN}@r0_c{c}" for c in (0, 8, 16)]
 
 
 def test_the_contract_holds_on_the_fake_package(fake_package: Path):
-    ds = check_dataset(NeonTrees, {"tile": 16, "downsample": 1})
-    assert ds.channel_mean().shape == (3,)
+    for test in ("band", "scenes"):
+        ds = check_dataset(NeonTrees, {"tile": 16, "downsample": 1, "test": test})
+        assert ds.channel_mean().shape == (3,)
 
 
 def test_without_the_package_the_error_says_how_to_install_it(monkeypatch, tmp_path: Path, capsys):
@@ -159,18 +177,21 @@ def test_without_the_package_the_error_says_how_to_install_it(monkeypatch, tmp_p
 
 def test_a_file_missing_from_the_package_is_named(fake_package: Path):
     (fake_package / f"{OSBS}.xml").unlink()
-    one_line(NeonTrees, f"{OSBS}.xml", "reinstall")
+    one_line(lambda: NeonTrees(tile=16, downsample=1, test="scenes"), f"{OSBS}.xml", "reinstall")
+    NeonTrees(tile=16, downsample=1)  # the default test band needs the training scene only
 
 
 def test_the_neontreeevaluation_folder_layout(tmp_path: Path):
     root = evaluation_tree(tmp_path / "nte")
-    ds = NeonTrees(root=str(root), tile=16, downsample=1, val_fraction=0.0)
+    ds = NeonTrees(root=str(root), tile=16, downsample=1, test="scenes", val_fraction=0.0)
     assert ds.left_out == 1 and "1 image(s) without annotation left out" in repr(ds)
     assert {s.image_id.split("@")[0] for s in ds.split("test")} == {OSBS, SOAP} and len(ds.split("train")) == 16
     s = {x.image_id: x for x in ds.split("test")}[f"{OSBS}@r0_c0"]
     assert np.array_equal(s.mask.numpy(), box_mask(OSBS)[:16, :16])
     assert torch.allclose(s.image, torch.from_numpy(pixels(OSBS)[:16, :16]).permute(2, 0, 1).float() / 255)
-    check_dataset(NeonTrees, {"root": str(root), "tile": 16, "downsample": 1})
+    check_dataset(NeonTrees, {"root": str(root), "tile": 16, "downsample": 1, "test": "scenes"})
+    band = NeonTrees(root=str(root), tile=16, downsample=1)  # the training scene's right is test
+    assert {s.image_id.split("@")[0] for s in band.split("test")} == {TRAIN}
 
 
 def test_bad_folders_and_files_are_one_line_naming_them(tmp_path: Path):
@@ -178,22 +199,44 @@ def test_bad_folders_and_files_are_one_line_naming_them(tmp_path: Path):
     root = evaluation_tree(tmp_path / "a")
     (root / "training" / "RGB" / f"{TRAIN}.tif").rename(root / "training" / "RGB" / "OTHER.tif")
     one_line(lambda: NeonTrees(root=str(root)), "no image in", "training")
+    (root / "training").rename(root / "elsewhere")
+    one_line(lambda: NeonTrees(root=str(root)), "training/RGB", "is missing")
 
     root = evaluation_tree(tmp_path / "b", extra_image=False)
     (root / "annotations" / f"{OSBS}.xml").write_text(voc(OSBS, size=(40, 40)))
-    ds = NeonTrees(root=str(root), tile=16, downsample=1)
+    ds = NeonTrees(root=str(root), tile=16, downsample=1, test="scenes")
     one_line(lambda: list(ds.split("test")), f"{OSBS}.xml", "40x40", "32x32")
 
     root = evaluation_tree(tmp_path / "c", extra_image=False)
     (root / "annotations" / f"{SOAP}.xml").write_text(voc(SOAP, boxes=[(50, 50, 60, 60)]))
-    one_line(lambda: list(NeonTrees(root=str(root), tile=16, downsample=1).split("test")), f"{SOAP}.xml", "outside")
+    one_line(lambda: list(NeonTrees(root=str(root), tile=16, downsample=1, test="scenes").split("test")), f"{SOAP}.xml", "outside")
 
     root = evaluation_tree(tmp_path / "d", extra_image=False)
     (root / "evaluation" / "RGB" / f"{SOAP}.tif").write_bytes(b"not a tiff")
-    msg = one_line(lambda: NeonTrees(root=str(root), tile=16, downsample=1), f"{SOAP}.tif")
+    msg = one_line(lambda: NeonTrees(root=str(root), tile=16, downsample=1, test="scenes"), f"{SOAP}.tif")
     assert msg.startswith("neon_trees:")
 
     root = evaluation_tree(tmp_path / "e", extra_image=False)
-    one_line(lambda: NeonTrees(root=str(root), tile=16, downsample=4), f"{OSBS}.tif", "smaller than tile = 16")
-    for key, value in (("tile", 4), ("downsample", 0), ("val_fraction", 1.0), ("root", 3)):
+    one_line(lambda: NeonTrees(root=str(root), tile=16, downsample=4, test="scenes"), f"{OSBS}.tif", "smaller than tile = 16")
+    for key, value in (("tile", 4), ("downsample", 0), ("val_fraction", 1.0), ("root", 3), ("test", "other"), ("test_fraction", -0.1)):
         one_line(lambda key=key, value=value: NeonTrees(**{"root": str(root), key: value}), key)
+
+
+@pytest.mark.slow
+def test_the_shipped_benchmark_runs_on_the_fake_package(fake_package: Path, tmp_path: Path):
+    """benchmarks/neon-trees.toml as shipped, on the fake package's scenes and with a tiny U-Net:
+    the grid with the baselines runs and the leaderboard ranks them."""
+    import tomllib
+
+    import xaibench
+    from xaibench.config.parse import parse_config
+
+    shipped = Path(__file__).parents[2] / "benchmarks" / "neon-trees.toml"
+    data = tomllib.loads(shipped.read_text())
+    data["dataset"].update(tile=16, downsample=1)
+    data["model"].update(epochs=1, encoder_depth=3, decoder_channels=[16, 8, 4])
+    df = xaibench.run(parse_config(data, str(shipped)), tmp_path / "out", show_progress=False)
+    assert set(df.explainer) >= {"grad_cam", "score_cam", "random", "center_prior"} and df.image_id.nunique() == 14
+    assert {"pointing_game", "energy_pointing_game", "model_iou", "model_f1"} <= set(df.metric)
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "deepforest 2.1.0" in board and "## Models" in board

@@ -161,3 +161,21 @@ def test_bad_dsb_folders_and_files_are_one_line_naming_them(tmp_path: Path):
     one_line(lambda: Nuclei(root=str(root), tile=40), "smaller than tile = 40")
     for key, value in (("tile", 2), ("channels", 2), ("normalize", "yes"), ("test_fraction", 0.9), ("root", 1)):
         one_line(lambda key=key, value=value: Nuclei(**{"root": str(root), "val_fraction": 0.2, key: value}), key)
+
+
+@pytest.mark.slow
+def test_the_shipped_benchmark_runs_on_the_fake_package(fake_package: Path, tmp_path: Path):
+    """benchmarks/nuclei.toml as shipped, on the fake package's image and with a tiny U-Net."""
+    import tomllib
+
+    import xaibench
+    from xaibench.config.parse import parse_config
+
+    shipped = Path(__file__).parents[2] / "benchmarks" / "nuclei.toml"
+    data = tomllib.loads(shipped.read_text())
+    data["dataset"].update(tile=16, stride=8)
+    data["model"].update(epochs=1, encoder_depth=3, decoder_channels=[16, 8, 4])
+    df = xaibench.run(parse_config(data, str(shipped)), tmp_path / "out", show_progress=False)
+    assert set(df.explainer) >= {"grad_cam", "score_cam", "random", "center_prior"} and df.image_id.nunique() == 4
+    assert {"pointing_game", "model_iou"} <= set(df.metric) and df["value"].notna().any()
+    assert "stardist 0.9.2" in (tmp_path / "out" / "leaderboard.md").read_text()
