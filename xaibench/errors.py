@@ -14,6 +14,19 @@ class UserError(Exception):
     """A problem in the user's input, reported as one line without a traceback."""
 
 
+class MissingPackage(UserError):
+    """Data (or code) that ships in a Python package that is not installed; the message says
+    how to install it (``requirement``, e.g. ``deepforest==2.1.0``). ``xaibench leaderboard
+    --check`` and ``--all`` skip a benchmark that stops with it, rather than fail."""
+
+    def __init__(self, message: str, requirement: str = "") -> None:
+        super().__init__(message)
+        self.requirement = requirement
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.requirement))
+
+
 def did_you_mean(name: str, choices: list[str] | tuple[str, ...], kind: str) -> str:
     """Message for an unknown ``name`` among ``choices``: closest matches, then all of them."""
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)

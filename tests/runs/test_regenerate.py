@@ -98,3 +98,39 @@ def test_a_check_on_another_cpu_type_says_so_without_making_the_file_stale(tmp_p
     assert not Comparison(hints=hints).stale
     stale = Comparison(notes=["config hash moved"], hints=hints)
     assert "  note: run 'tiny' was committed on CPU" in stale.report("b.md", 1e-4)
+
+
+def test_a_benchmark_whose_data_package_is_absent_is_skipped_not_failed(tmp_path, monkeypatch, capsys):
+    """neon-trees without deepforest: --all and --check say it is skipped and how to install the
+    package, leave the file as committed and exit 0; the other leaderboards go on."""
+    from xaibench.datasets import neon_trees
+    from xaibench.report.leaderboard_index import END, START
+
+    monkeypatch.setattr(neon_trees, "PACKAGE", "xaibench_no_such_package")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "trees.toml").write_text(textwrap.dedent("""
+        [benchmark]
+        name = "trees"
+        [dataset]
+        name = "neon_trees"
+        [model]
+        name = "smp_unet"
+        [grid]
+        explainers = ["grad_cam"]
+        layers = ["decoder1"]
+        thresholds = [0.5]
+        metrics = ["pointing_game"]
+    """))
+    (tmp_path / "leaderboard").mkdir()
+    committed = "# xaibench leaderboard: trees\n\n| as committed |\n"
+    (tmp_path / "leaderboard" / "trees.md").write_text(committed)
+    (tmp_path / "leaderboard" / "README.md").write_text(f"# Leaderboards\n\n{START}\n{END}\n")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["leaderboard", "--all", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("leaderboard/trees.md"))
+    assert line.startswith("leaderboard/trees.md: skipped: ") and "neon_trees: " in line and "pip install --no-deps deepforest==2.1.0" in line, out
+    assert "regenerated" not in out and (tmp_path / "leaderboard" / "trees.md").read_text() == committed
+    assert main(["leaderboard", "--check", "--quiet"]) == 0
+    assert "leaderboard/trees.md: skipped:" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import numbers
 import typing
 from typing import Any
 
-from xaibench.errors import UserError
+from xaibench.errors import MissingPackage, UserError
 
 
 def check_int(dataset: str, key: str, value: object, minimum: int, multiple_of: int | None = None) -> int:
@@ -100,6 +100,8 @@ def instantiate(cls: type, params: dict[str, Any], where: str, seed: int | None 
     except UserError as exc:
         msg = str(exc)
         prefix = where.split(": [", 1)[0] + ":" if msg.startswith("[") else where
+        if isinstance(exc, MissingPackage):  # stays a missing package: a leaderboard regeneration skips it
+            raise MissingPackage(f"{prefix} {msg}", exc.requirement) from exc
         raise UserError(f"{prefix} {msg}") from exc
     except (ValueError, TypeError) as exc:
         raise UserError(f"{where} {exc}") from exc

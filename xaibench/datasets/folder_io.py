@@ -9,11 +9,15 @@ from __future__ import annotations
 import csv
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from xaibench.config.vocabulary import SPLITS
 from xaibench.errors import UserError
 
 #: file types read as images and masks (the suffix, case-insensitive)
@@ -22,6 +26,18 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 Box = tuple[str, float, float, float, float]
 
 WHO = "image_folder"
+#: the dataset named at the start of every error (:func:`speaking_as` sets it for another dataset)
+_WHO: ContextVar[str] = ContextVar("folder_io_who", default=WHO)
+
+
+@contextmanager
+def speaking_as(name: str) -> Iterator[None]:
+    """Within the block, errors of this module start ``name:`` instead of ``image_folder:``."""
+    token = _WHO.set(name)
+    try:
+        yield
+    finally:
+        _WHO.reset(token)
 
 
 def _detail(exc: BaseException) -> str:
@@ -35,7 +51,7 @@ def list_files(folder: Path, extensions: tuple[str, ...] = EXTENSIONS) -> dict[s
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() in extensions and p.is_file() and not p.name.startswith("."):
             if p.stem in found:
-                raise UserError(f"{WHO}: {found[p.stem]} and {p} have the same name {p.stem!r}; keep one file per name in {folder}")
+                raise UserError(f"{_WHO.get()}: {found[p.stem]} and {p} have the same name {p.stem!r}; keep one file per name in {folder}")
             found[p.stem] = p
     return found
 
@@ -65,10 +81,10 @@ def read_array(path: Path, what: str, mask: bool = False) -> np.ndarray:
         else:
             arr = _pil(path, mask)
     except Exception as exc:  # the readers raise assorted errors for corrupt files
-        raise UserError(f"{WHO}: cannot read {what} {path}: {_detail(exc)}") from exc
+        raise UserError(f"{_WHO.get()}: cannot read {what} {path}: {_detail(exc)}") from exc
     arr = np.asarray(arr)
     if arr.dtype == object or arr.size == 0 or arr.dtype.kind not in "biuf":
-        raise UserError(f"{WHO}: cannot read {what} {path}: not a numeric array ({arr.dtype}, shape {arr.shape})")
+        raise UserError(f"{_WHO.get()}: cannot read {what} {path}: not a numeric array ({arr.dtype}, shape {arr.shape})")
     return arr
 
 
@@ -97,9 +113,9 @@ def array_size(path: Path, what: str) -> tuple[int, int]:
             with Image.open(path) as im:
                 shape = (im.size[1], im.size[0])
     except Exception as exc:
-        raise UserError(f"{WHO}: cannot read {what} {path}: {_detail(exc)}") from exc
+        raise UserError(f"{_WHO.get()}: cannot read {what} {path}: {_detail(exc)}") from exc
     if len(shape) not in (2, 3):
-        raise UserError(f"{WHO}: {what} {path} has shape {tuple(shape)}, expected H x W, H x W x C or C x H x W")
+        raise UserError(f"{_WHO.get()}: {what} {path} has shape {tuple(shape)}, expected H x W, H x W x C or C x H x W")
     return _hw(tuple(shape))
 
 
@@ -113,7 +129,7 @@ def image_tensor(arr: np.ndarray, path: Path, channels: int) -> torch.Tensor:
     """An image array as float32 [C, H, W] in [0, 1]: uint8 / 255, uint16 / 65535, floats clipped;
     ``channels = 3`` repeats a grey image, ``channels = 1`` or ``3`` refuses other counts."""
     if arr.ndim not in (2, 3):
-        raise UserError(f"{WHO}: image {path} has shape {arr.shape}, expected H x W, H x W x C or C x H x W")
+        raise UserError(f"{_WHO.get()}: image {path} has shape {arr.shape}, expected H x W, H x W x C or C x H x W")
     x = _hwc(arr)
     if x.dtype.kind == "u" and x.dtype.itemsize in (1, 2):  # uint8, uint16 (either byte order)
         x = x.astype(np.float32) / (255.0 if x.dtype.itemsize == 1 else 65535.0)
@@ -121,15 +137,15 @@ def image_tensor(arr: np.ndarray, path: Path, channels: int) -> torch.Tensor:
         x = x.astype(np.float32)
     elif x.dtype.kind == "f":
         if not np.isfinite(x).all():
-            raise UserError(f"{WHO}: image {path} holds NaN or infinite values")
+            raise UserError(f"{_WHO.get()}: image {path} holds NaN or infinite values")
         x = np.clip(x.astype(np.float32), 0.0, 1.0)
     else:
-        raise UserError(f"{WHO}: image {path} has pixel type {x.dtype}; expected uint8, uint16 or floats in [0, 1]")
+        raise UserError(f"{_WHO.get()}: image {path} has pixel type {x.dtype}; expected uint8, uint16 or floats in [0, 1]")
     c = x.shape[2]
     if channels == 3 and c == 1:
         x = np.repeat(x, 3, axis=2)
     elif channels and c != channels:
-        raise UserError(f"{WHO}: image {path} has {c} channels but [dataset] channels = {channels} (1: grey images only; 3: colour, or grey repeated)")
+        raise UserError(f"{_WHO.get()}: image {path} has {c} channels but [dataset] channels = {channels} (1: grey images only; 3: colour, or grey repeated)")
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
@@ -138,12 +154,12 @@ def mask_values(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.ndim == 3:
         x = _hwc(arr)
         if (x != x[..., :1]).any():
-            raise UserError(f"{WHO}: mask {path} has {x.shape[2]} channels that differ; expected one channel of class ids (colour-coded masks are not read)")
+            raise UserError(f"{_WHO.get()}: mask {path} has {x.shape[2]} channels that differ; expected one channel of class ids (colour-coded masks are not read)")
         arr = x[..., 0]
     if arr.ndim != 2:
-        raise UserError(f"{WHO}: mask {path} has shape {arr.shape}, expected H x W")
+        raise UserError(f"{_WHO.get()}: mask {path} has shape {arr.shape}, expected H x W")
     if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-        raise UserError(f"{WHO}: mask {path} holds values that are not whole numbers; expected class ids")
+        raise UserError(f"{_WHO.get()}: mask {path} holds values that are not whole numbers; expected class ids")
     return arr.astype(np.int64)
 
 
@@ -152,7 +168,7 @@ def class_mask(m: np.ndarray, path: Path, foreground: tuple[int, ...], num_class
     0/255 mask becomes 0/1 and class ids must be below ``num_classes``."""
     lo, hi = int(m.min()), int(m.max())
     if lo < 0:
-        raise UserError(f"{WHO}: mask {path} holds the negative value {lo}; expected class ids >= 0")
+        raise UserError(f"{_WHO.get()}: mask {path} holds the negative value {lo}; expected class ids >= 0")
     if foreground:
         return np.isin(m, foreground).astype(np.int64)
     if hi == 255 and num_classes <= 255:
@@ -160,13 +176,13 @@ def class_mask(m: np.ndarray, path: Path, foreground: tuple[int, ...], num_class
         if others.size:
             shown = ", ".join(str(v) for v in others[:5]) + (", ..." if others.size > 5 else "")
             raise UserError(
-                f"{WHO}: mask {path} mixes 0/255 with other values ({shown}); a 0/255 mask holds only 0 and 255 "
+                f"{_WHO.get()}: mask {path} mixes 0/255 with other values ({shown}); a 0/255 mask holds only 0 and 255 "
                 "(a lossy JPEG mask? save masks as PNG), class ids go from 0 to num_classes - 1"
             )
         return (m == 255).astype(np.int64)
     if hi >= num_classes:
         raise UserError(
-            f"{WHO}: mask {path} holds class id {hi} but num_classes = {num_classes}; set [dataset] num_classes = {hi + 1}, "
+            f"{_WHO.get()}: mask {path} holds class id {hi} but num_classes = {num_classes}; set [dataset] num_classes = {hi + 1}, "
             "or foreground = [ids] for a binary task"
         )
     return m
@@ -176,15 +192,15 @@ def _number(value: str | None, where: str, column: str) -> float:
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise UserError(f"{WHO}: {where}: {column} = {value!r} is not a number") from None
+        raise UserError(f"{_WHO.get()}: {where}: {column} = {value!r} is not a number") from None
     if not math.isfinite(v):
-        raise UserError(f"{WHO}: {where}: {column} = {value!r} is not a finite number")
+        raise UserError(f"{_WHO.get()}: {where}: {column} = {value!r} is not a finite number")
     return v
 
 
 def _box(label: str, x0: float, y0: float, x1: float, y1: float, where: str) -> Box:
     if x1 <= x0 or y1 <= y0:
-        raise UserError(f"{WHO}: {where}: the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has no area (max <= min)")
+        raise UserError(f"{_WHO.get()}: {where}: the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has no area (max <= min)")
     return (label, x0, y0, x1, y1)
 
 
@@ -194,7 +210,7 @@ def read_voc(path: Path) -> tuple[tuple[int, int] | None, list[Box]]:
     try:
         tree = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
-        raise UserError(f"{WHO}: cannot read annotation {path}: {_detail(exc)}") from exc
+        raise UserError(f"{_WHO.get()}: cannot read annotation {path}: {_detail(exc)}") from exc
     w, h = (tree.findtext(f"size/{k}") for k in ("width", "height"))
     size = (int(_number(h, str(path), "height")), int(_number(w, str(path), "width"))) if w and h else None
     boxes = []
@@ -202,7 +218,7 @@ def read_voc(path: Path) -> tuple[tuple[int, int] | None, list[Box]]:
         where = f"{path}, object {k + 1}"
         bb = obj.find("bndbox")
         if bb is None:
-            raise UserError(f"{WHO}: {where} has no <bndbox>")
+            raise UserError(f"{_WHO.get()}: {where} has no <bndbox>")
         x0, y0, x1, y1 = (_number(bb.findtext(c), where, c) for c in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append(_box((obj.findtext("name") or "").strip(), x0 - 1, y0 - 1, x1, y1, where))
     return (size if size and all(size) else None), boxes
@@ -216,10 +232,10 @@ def _rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[tuple[
             reader.fieldnames = columns
             rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{WHO}: cannot read {path}: {_detail(exc)}") from exc
+        raise UserError(f"{_WHO.get()}: cannot read {path}: {_detail(exc)}") from exc
     missing = [c for c in required if c not in columns]
     if missing:
-        raise UserError(f"{WHO}: {path} lacks the column(s) {', '.join(missing)}; its header is {', '.join(columns) or '(empty)'}")
+        raise UserError(f"{_WHO.get()}: {path} lacks the column(s) {', '.join(missing)}; its header is {', '.join(columns) or '(empty)'}")
     return columns, rows
 
 
@@ -232,7 +248,7 @@ def read_box_csv(path: Path) -> dict[str, list[Box]]:
         stem = Path((row.get("image_path") or "").strip()).stem
         where = f"{path}, line {line}"
         if not stem:
-            raise UserError(f"{WHO}: {where}: image_path is empty")
+            raise UserError(f"{_WHO.get()}: {where}: image_path is empty")
         x0, y0, x1, y1 = (_number(row.get(c), where, c) for c in ("xmin", "ymin", "xmax", "ymax"))
         found = boxes.setdefault(stem, [])
         if (x0, y0, x1, y1) != (0, 0, 0, 0):
@@ -246,16 +262,16 @@ def read_label_csv(path: Path) -> dict[str, int]:
     columns, rows = _rows(path, ("label",))
     key = "stem" if "stem" in columns else "image" if "image" in columns else None
     if key is None:
-        raise UserError(f"{WHO}: {path} needs a 'stem' or an 'image' column next to 'label'; its header is {', '.join(columns)}")
+        raise UserError(f"{_WHO.get()}: {path} needs a 'stem' or an 'image' column next to 'label'; its header is {', '.join(columns)}")
     labels: dict[str, int] = {}
     for line, row in rows:
         raw = (row.get(key) or "").strip()
         stem = raw if key == "stem" else Path(raw).stem
         text = (row.get("label") or "").strip()
         if not stem or not text.lstrip("-").isdigit() or int(text) < 0:
-            raise UserError(f"{WHO}: {path}, line {line}: expected a name and a class id >= 0, got {key} = {raw!r}, label = {text!r}")
+            raise UserError(f"{_WHO.get()}: {path}, line {line}: expected a name and a class id >= 0, got {key} = {raw!r}, label = {text!r}")
         if labels.setdefault(stem, int(text)) != int(text):
-            raise UserError(f"{WHO}: {path}, line {line}: {stem!r} has two labels, {labels[stem]} and {text}")
+            raise UserError(f"{_WHO.get()}: {path}, line {line}: {stem!r} has two labels, {labels[stem]} and {text}")
     return labels
 
 
@@ -267,7 +283,7 @@ def box_mask(boxes: list[Box], size: tuple[int, int], classes: tuple[str, ...], 
     m = np.zeros((h, w), np.int64)
     for label, x0, y0, x1, y1 in boxes:
         if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-            raise UserError(f"{WHO}: {where}: the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} image")
+            raise UserError(f"{_WHO.get()}: {where}: the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} image")
         if classes and label not in classes:
             continue
         r0, c0 = math.ceil(y0 - 0.5), math.ceil(x0 - 0.5)
@@ -281,3 +297,12 @@ def tile_origins(size: tuple[int, int], tile: int, stride: int) -> list[tuple[in
     apart, row-major; tiles that would cross the bottom or right edge are left out."""
     h, w = size
     return [(r, c) for r in range(0, h - tile + 1, stride) for c in range(0, w - tile + 1, stride)]
+
+
+def assign_splits(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Indices of ``n`` sorted images per split: a seeded permutation, ``round(test_fraction * n)``
+    to test first, then ``round(val_fraction * n)`` to val, the rest to train."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_test, n_val = math.floor(test_fraction * n + 0.5), math.floor(val_fraction * n + 0.5)
+    cut = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    return {split: sorted(cut[split]) for split in SPLITS}

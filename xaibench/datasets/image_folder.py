@@ -24,7 +24,6 @@ the split's first one read. ``xaibench validate`` builds the dataset and reads t
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,14 +70,6 @@ def _ids(key: str, value: object) -> tuple[int, ...]:
 def _expand(root: Path, text: str) -> Path:
     path = Path(os.path.expanduser(os.path.expandvars(text)))
     return path if path.is_absolute() else root / path
-
-
-def _assign(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Indices of ``n`` sorted images per split: a seeded permutation, test first, then val."""
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    n_test, n_val = math.floor(test_fraction * n + 0.5), math.floor(val_fraction * n + 0.5)
-    cut = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
-    return {split: sorted(cut[split]) for split in SPLITS}
 
 
 class ImageFolder:
@@ -177,7 +168,7 @@ class ImageFolder:
             items = {s: self._pair(self.root / s) if (self.root / s).is_dir() else [] for s in SPLITS}
         else:
             found = self._pair(self.root)
-            items = {s: [found[i] for i in idx] for s, idx in _assign(len(found), self.val_fraction, self.test_fraction, self.seed).items()}
+            items = {s: [found[i] for i in idx] for s, idx in io.assign_splits(len(found), self.val_fraction, self.test_fraction, self.seed).items()}
         if not any(items.values()):
             raise UserError(f"{NAME}: no images under {self.root}; expected layout {self._expected()}")
         if self._csv_boxes:

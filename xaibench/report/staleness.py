@@ -36,6 +36,7 @@ class Comparison:
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  #: provenance differences that make the file stale
     hints: list[str] = field(default_factory=list)  #: what may explain a stale file (shown, not a reason)
+    skipped: str = ""  #: why the file was not regenerated (a package its data ships in is missing); not stale
 
     @property
     def stale(self) -> bool:
@@ -43,6 +44,8 @@ class Comparison:
 
     def report(self, name: str, tolerance: float) -> str:
         """A short diff: the sections, then ``-`` committed and ``+`` regenerated lines."""
+        if self.skipped:
+            return f"{name}: skipped: {self.skipped}"
         if not self.stale:
             return f"{name}: up to date (numbers within {tolerance:g})"
         moved = sum(max(len(c.old), len(c.new)) for c in self.changes)

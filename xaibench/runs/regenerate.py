@@ -7,7 +7,9 @@ line. :func:`check` runs each config again into a run directory of its own, empt
 (cached models and maps in ``$XAIBENCH_CACHE`` are reused: that is the warm case), renders the
 leaderboard exactly as ``xaibench leaderboard`` would write it and compares the two
 (:mod:`xaibench.report.staleness`). ``xaibench leaderboard --all`` checks every committed file and
-writes the stale ones with their plots (:func:`write`).
+writes the stale ones with their plots (:func:`write`). A benchmark whose data ships in a Python
+package that is not installed (a :class:`~xaibench.errors.MissingPackage`, e.g. ``neon-trees``
+without ``deepforest``) is skipped: reported with the install command, neither stale nor written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from xaibench.errors import UserError
+from xaibench.errors import MissingPackage, UserError
 from xaibench.report import provenance, staleness
 from xaibench.report.leaderboard_index import committed
 from xaibench.report.publish import copy_plots, render_runs
@@ -97,12 +99,16 @@ def check(src: Source, runs: Path, tolerance: float = staleness.TOLERANCE, show_
 
     t0 = time.perf_counter()
     run_dirs = []
-    for name, config_path in src.runs:
-        config = load_config(config_path)
-        run_dir = runs / name
-        _empty_run_dir(run_dir)
-        run_benchmark(config, run_dir, show_progress=show_progress)
-        run_dirs.append(run_dir)
+    try:
+        for name, config_path in src.runs:
+            config = load_config(config_path)
+            run_dir = runs / name
+            _empty_run_dir(run_dir)
+            run_benchmark(config, run_dir, show_progress=show_progress)
+            run_dirs.append(run_dir)
+    except MissingPackage as exc:  # data from a package not installed here: skipped, not stale
+        skipped = staleness.Comparison(skipped=f"{exc} (run {name!r}; the leaderboard is left as committed)")
+        return Outcome(src.path, skipped, src.text, [], time.perf_counter() - t0)
     text = render_runs(run_dirs, src.path, src.title, [c for _, c in src.runs])
     comparison = staleness.compare(src.text, text, tolerance)
     comparison.notes += _provenance_notes(src, text)
