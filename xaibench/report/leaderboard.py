@@ -113,16 +113,17 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
 
 
 def saturation(means: pd.Series, direction: str) -> str:
-    """A warning when at least half of a ranking's entries (and 3 or more) share its best value:
-    the metric sits at a bound there (e.g. an IoU drop at minus the clean IoU) and ranks ties."""
+    """A warning when at least half of a ranking's entries (and 3 or more) sit at its best value
+    (within 0.001, the tables' last digit): the metric is at a bound there (e.g. an IoU drop at
+    minus the clean IoU: everything removed) and ranks ties and noise."""
     means = means.dropna()
     if len(means) < 3:
         return ""
     best = means.max() if higher_is_better(direction) else means.min()
-    tied = int(np.isclose(means, best, rtol=0, atol=1e-9).sum())
+    tied = int(np.isclose(means, best, rtol=0, atol=1e-3).sum())
     if tied < 3 or tied * 2 < len(means):
         return ""
-    return f"> ⚠ saturated: {tied} of {len(means)} entries share the best value {_fmt(float(best))}, a bound of the metric; it does not separate them."
+    return f"> ⚠ saturated: {tied} of {len(means)} entries sit within 0.001 of the best value {_fmt(float(best))}, a bound of the metric; it does not separate them."
 
 
 def methods_section(scores: MethodScores, plots: list[str] | None = None) -> str:
