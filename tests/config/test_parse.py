@@ -109,7 +109,8 @@ def test_plan_checks_names_and_parameters_against_plugins():
     with pytest.raises(UserError, match=r"x.toml: \[dataset\].*size"):
         plan(parse_config(_with(dataset__size=100), "x.toml"))
     p = plan(parse_config(_with(grid__explainers=["*grad_cam*"]), "x.toml"))
-    assert {c.explainer for c in p.cells} == {"grad_cam", "grad_cam_pp", "x_grad_cam", "guided_grad_cam"}
+    assert {c.explainer for c in p.cells if c.explainer} == {"grad_cam", "grad_cam_pp", "x_grad_cam", "guided_grad_cam"}
+    assert {c.metric for c in p.cells if not c.explainer} >= {"model_pooled_iou", "model_trivial_iou"}  # every run scores the model
 
 
 def test_load_config_reports_bad_toml_with_the_file(tmp_path):
