@@ -219,8 +219,10 @@ def test_the_shipped_whu_benchmark_runs_on_a_tree_in_the_published_layout(whu_ro
     data = tomllib.loads(shipped.read_text())
     data["dataset"].update(root=str(whu_root), size=64)
     data["model"].update(epochs=1, encoder_depth=3, decoder_channels=[16, 8, 4])
+    data.setdefault("run", {})["chance"] = "rank"  # a 1-epoch model may be at chance; the tables are what is tested
     df = xaibench.run(parse_config(data, str(shipped)), tmp_path / "out", show_progress=False)
     grid = data["grid"]
+    df = df[df.explainer != ""]  # the model's own quality rows have no explainer
     assert set(df.explainer) == set(grid["explainers"]) and set(df.layer) == set(grid["layers"])
     assert df.image_id.nunique() == N["test"] and df["value"].notna().any()
     board = (tmp_path / "out" / "leaderboard.md").read_text()

@@ -22,6 +22,11 @@ CELLS = 2 * 2 * 2 * 2 + 2 * 2 * 2  # confidence: e x l x t x p; iou_drop: e x l 
 IMAGES = 6
 
 
+def explained(df):
+    """The rows of explanations (every run also scores the model itself: rows without an explainer)."""
+    return df[df["explainer"] != ""]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def own_cache(tmp_path_factory):
     """A cache of this module's own, so pass counts do not depend on what other tests cached."""
@@ -49,12 +54,13 @@ def test_run_directory_contract(first_run):
         assert (out / name).is_file(), name
     table = pd.read_parquet(out / "results.parquet")
     assert set(FIXED_COLUMNS) <= set(table.columns)
-    assert len(table) == CELLS * IMAGES == len(df)
-    assert set(table["perturbation"]) == {"background_only", "highlighted_only"}
+    assert len(explained(table)) == CELLS * IMAGES == len(explained(df))
+    assert set(table[table.explainer == ""].metric) >= {"model_pooled_iou", "model_trivial_iou"}  # every run scores the model
+    assert set(explained(table)["perturbation"]) == {"background_only", "highlighted_only"}
     assert set(table.loc[table.metric == "iou_drop", "perturbation"]) == {"background_only"}
     assert table["value"].notna().any()
     summary = pd.read_csv(out / "summary.csv")
-    assert {"mean", "std", "ci_low", "ci_high", "n", "p_vs_best"} <= set(summary.columns) and len(summary) == CELLS
+    assert {"mean", "std", "ci_low", "ci_high", "n", "p_vs_best"} <= set(summary.columns) and len(summary[summary.explainer.notna()]) == CELLS
     m = json.loads((out / "manifest.json").read_text())
     assert m["config_hash"] == load_config(cfg).hash() and m["seed"] == 0 and m["device"] == "cpu"
     assert m["cpu"].endswith(torch.backends.cpu.get_cpu_capability()) and m["cpu_isa"] == cpu_isa.describe()
@@ -82,7 +88,7 @@ def test_adding_thresholds_reuses_every_cached_map(first_run, tmp_path):
     new = xaibench.run(more, out, show_progress=False)
     m = json.loads((out / "manifest.json").read_text())
     assert m["timings"]["heatmaps_computed"] == 0 and m["timings"]["heatmap_cache_hits"] > 0
-    assert len(new) == len(df) * 3 // 2
+    assert len(explained(new)) == len(explained(df)) * 3 // 2
     assert not new.duplicated(["cell_key", "image_id"]).any()
 
 
@@ -157,7 +163,7 @@ def test_crash_mid_run_leaves_a_readable_table_and_resume_completes(tiny_config,
     resumed = tmp_path / "resume.toml"  # other batches than the crashed run's: done rows must not come back
     resumed.write_text(tiny_config.read_text().replace("batch_size = 4", "batch_size = 6"))
     full = xaibench.run(resumed, out, show_progress=False)
-    assert len(full) == CELLS * IMAGES and not full.duplicated(["cell_key", "image_id"]).any()
+    assert len(explained(full)) == CELLS * IMAGES and not full.duplicated(["cell_key", "image_id"]).any()
 
 
 def test_kill_9_leaves_a_readable_table(tiny_config, tmp_path, kill_9_after_parts):
@@ -250,7 +256,7 @@ def test_a_fused_layer_is_a_layer_of_the_grid(first_run, tmp_path):
     fused = tmp_path / "fused.toml"
     fused.write_text(cfg.read_text().replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder1", "mean(decoder1, decoder2)"]'))
     got = xaibench.run(fused, tmp_path / "out", show_progress=False)
-    assert set(got.layer) == {"decoder1", "mean(decoder1, decoder2)"}
+    assert set(explained(got).layer) == {"decoder1", "mean(decoder1, decoder2)"}
     plain = ["explainer", "threshold", "perturbation", "metric", "image_id"]
     same = df[df.layer == "decoder1"].set_index(plain)["value"].sort_index()
     assert same.equals(got[got.layer == "decoder1"].set_index(plain)["value"].sort_index())
@@ -330,7 +336,7 @@ def test_variants_run_one_plugin_with_two_settings_in_one_grid(first_run, tmp_pa
     variant = tmp_path / "variant.toml"
     variant.write_text(text)
     got = xaibench.run(variant, tmp_path / "out", show_progress=False)
-    assert set(got.explainer) == {"grad_cam", "eigen_cam", "segx:truth"}
+    assert set(explained(got).explainer) == {"grad_cam", "eigen_cam", "segx:truth"}
     plain = ["layer", "threshold", "perturbation", "metric", "image_id"]
     same = df[df.explainer == "eigen_cam"].set_index(plain)["value"].sort_index()
     assert same.equals(got[got.explainer == "eigen_cam"].set_index(plain)["value"].sort_index())
@@ -353,7 +359,7 @@ def test_a_pixel_attribution_gets_one_cell_at_layer_input_beside_the_cams(first_
     mixed = tmp_path / "mixed.toml"
     mixed.write_text(cfg.read_text().replace('explainers = ["grad_cam", "eigen_cam"]', 'explainers = ["grad_cam", "saliency", "integrated_gradients", "segx:saliency"]') + "\n[explainer_params.integrated_gradients]\nn_steps = 4\n" + '\n[explainer_params."segx:saliency"]\nbase = "saliency"\nmask = "ground_truth"\n')
     got = xaibench.run(mixed, tmp_path / "out", show_progress=False)
-    layers = got.groupby("explainer").layer.unique().map(sorted).to_dict()
+    layers = explained(got).groupby("explainer").layer.unique().map(sorted).to_dict()
     assert layers == {"grad_cam": ["decoder1", "decoder2"], "saliency": ["input"], "integrated_gradients": ["input"], "segx:saliency": ["input"]}
     per_explainer = got.groupby("explainer").size()
     assert per_explainer["saliency"] * 2 == per_explainer["grad_cam"]  # one layer where grad_cam has two

@@ -40,7 +40,7 @@ def test_the_shipped_benchmark_validates_with_five_folds(capsys):
     assert main(["validate", str(BENCHMARK)]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
     assert header.startswith(f"ok: {BENCHMARK}: ") and " in 5 folds" in header  # [run] folds = 5
-    models = {line.split()[0] for line in lines if line.startswith("  ")}  # "  LABEL (MODEL): ..." per model
+    models = {line.split()[0] for line in lines if line.startswith("  ") and " (" in line and "cells" in line}  # "  LABEL (MODEL): ..." per model
     assert models == {"classifier", "classifier-sweep", "unet"}
 
 
