@@ -24,7 +24,8 @@ def tiny(text: str) -> str:
     text = text.replace("\nepochs = 10\n", "\nepochs = 1\n").replace("threshold_sweep = 9", "threshold_sweep = 1")
     start = text.index("metrics = [")
     text = text[:start] + 'metrics = ["localization_recall", "localization_iou", "pooled_iou", "model_*"]' + text[text.index("]", start) + 1 :]
-    return text.replace("epochs = 6  #", "ngf = 4\nn_blocks = 1\nndf = 8\nepochs = 1  #")
+    assert "ngf = 8\nn_blocks = 2\nndf = 16\n" in text and "\nepochs = 12\n" in text
+    return text.replace("ngf = 8\nn_blocks = 2\nndf = 16\n", "ngf = 4\nn_blocks = 1\nndf = 8\n").replace("\nepochs = 12\n", "\nepochs = 1\n")
 
 
 @pytest.fixture(scope="module")
