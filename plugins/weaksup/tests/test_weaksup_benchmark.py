@@ -18,14 +18,14 @@ TABLE_4_1 = {"mask_and:grad_cam", "mask_and:cyclegan", "mask_and:grad_cam+gan", 
 
 def tiny(text: str) -> str:
     """The shipped benchmark at test sizes: 32 tiles, 2 folds, one epoch of tiny networks."""
-    text = text.replace("n_train = 240", "n_train = 24").replace("n_test = 60", "n_test = 8").replace("folds = 5", "folds = 2")
-    assert text.count("width = 16\nepochs = 20\n") == 2  # both classifier entries
-    text = text.replace("width = 16\nepochs = 20\n", "width = 4\nepochs = 2\n")
-    text = text.replace("\nepochs = 10\n", "\nepochs = 1\n").replace("threshold_sweep = 9", "threshold_sweep = 1")
+    text = text.replace("n_train = 200", "n_train = 24").replace("n_test = 50", "n_test = 8").replace("folds = 5", "folds = 2")
+    assert text.count("width = 16\nepochs = 16\n") == 2  # both classifier entries
+    text = text.replace("width = 16\nepochs = 16\n", "width = 4\nepochs = 2\n")
+    text = text.replace("\nepochs = 6\n", "\nepochs = 1\n").replace("threshold_sweep = 9", "threshold_sweep = 1")
     start = text.index("metrics = [")
     text = text[:start] + 'metrics = ["localization_recall", "localization_iou", "pooled_iou", "model_*"]' + text[text.index("]", start) + 1 :]
-    assert "ngf = 8\nn_blocks = 2\nndf = 16\n" in text and "\nepochs = 12\n" in text
-    return text.replace("ngf = 8\nn_blocks = 2\nndf = 16\n", "ngf = 4\nn_blocks = 1\nndf = 8\n").replace("\nepochs = 12\n", "\nepochs = 1\n")
+    assert "ngf = 8\nn_blocks = 2\nndf = 16\n" in text and "\nepochs = 10\n" in text
+    return text.replace("ngf = 8\nn_blocks = 2\nndf = 16\n", "ngf = 4\nn_blocks = 1\nndf = 8\n").replace("\nepochs = 10\n", "\nepochs = 1\n")
 
 
 @pytest.fixture(scope="module")
