@@ -1,31 +1,31 @@
-"""Landslides: seeded synthetic optical tiles of vegetated hillsides with landslide scars.
+"""Landslides: seeded synthetic optical tiles with the statistics of the Bijie landslide images.
 
-A stand-in for the Bijie landslide images (Ji et al. 2020; the thesis of the weaksup seed)
-that works offline. Each tile is made from a random terrain:
+A stand-in for the Bijie landslide dataset (Ji et al. 2020; the thesis of the weaksup seed)
+that works offline, calibrated to what is known of the real images (the plugin's README has the
+table; ``python -m xaibench_weaksup.stats`` measures it):
 
-* **terrain**: a fractal DEM (power-law spectrum f^-beta, beta 3-3.8, cropped from a field
-  1.5 times the tile so it is not periodic) plus a regional tilt, scaled so the typical slope is
-  15-35 degrees; shaded relief from a random sun (azimuth 0-360, elevation 30-60 degrees);
-* **land cover**: forest and grass/shrub blended by a smooth field, with crown-scale texture;
-* **distractors** (in landslide and non-landslide tiles alike, drawn before the label is
-  used): terraced fields of bare or cropped soil laid along the contour lines (the same soil
-  colours as the scars), grey rock outcrops, 0-2 bright roads (concrete or dirt) and a river
-  (dark or muddy) that runs downhill like a scar does, but thin;
-* **landslide scars** (1-4 on positive tiles): bare-soil tongues traced downslope along the
-  DEM gradient from a head on a steep slope, 12-50 % of the tile long, with a widening
-  tongue, irregular (noise-perturbed) boundaries, a scarp-to-debris colour gradient
-  (brown, tan, reddish or grey), partial revegetation on some, and a shallow depression of
-  the DEM at the head; shading applies on top, so a scar on a shadowed slope is dark;
+* **labels**: 27.8 % of the tiles hold a landslide (770 of 2773 real images);
+* **one landslide per positive tile, centred**: the tile is the landslide's bounding box plus an
+  equal margin on all sides, resized to a square (:mod:`xaibench_weaksup.scar`), so the
+  landslide's share of the tile is log-normal with median 7 % (p10 3.4 %, p90 15 %, mean about
+  8.3 %, range 1-26 %);
+* **a fresh landslide as seen from above**: bright bare soil and rock (tan, grey, yellow-brown
+  or reddish), rough at the pixel scale (debris and boulders), a head scarp of fresh rock with a
+  step in the DEM behind it (so the shaded relief shows a bright or dark crown), a depression
+  that shallows towards the toe, sometimes a revegetated toe; the tile's DEM slopes down the
+  landslide's axis;
+* **terrain**: a fractal DEM (power-law spectrum, typical slope 15-35 degrees) with its shaded
+  relief (random sun), under forest and grass with crown-scale texture;
+* **distractors**, drawn from a generator of their own so that they do not depend on the label
+  (the same rates in landslide and non-landslide tiles): terraced fields along the contours
+  (60 % of tiles), bright bare fields (30 %), grey rough rock outcrops with relief (35 %), roads
+  with a bare cut slope beside them (50 %), a river (20 %);
 * **sensor**: a per-tile colour cast and gain, haze on some tiles, pixel noise.
 
-The mask is 1 on scar pixels (before revegetation and shading), 0 elsewhere: roads, rivers,
-fields and rock are background. ``label`` = 1 iff the mask is not empty.
-
-Tile ``i`` of a split is a pure function of ``(seed, split, i)`` and the constructor's
-``size``, ``positive_fraction`` and ``dem_channel``: its generator is
-``numpy.random.default_rng([seed, split_index, i])``, so samples do not depend on access
-order. Tiles are generated lazily and memoised (about 3.5 ms of CPU per 64 x 64 tile, 7.5 ms
-at 128 x 128, measured on a busy 2-core machine).
+The mask is the landslide's footprint; ``label`` = 1 iff the mask is not empty. Tile ``i`` of a
+split is a pure function of ``(seed, split, i)`` and the constructor's keys: the label, terrain
+and landslide come from ``numpy.random.default_rng([seed, split_index, i])``, the distractors
+from ``default_rng([seed, split_index, i, 1])``. Tiles are generated lazily and memoised.
 """
 
 from __future__ import annotations
@@ -38,25 +38,23 @@ import numpy as np
 import torch
 
 from xaibench.plugin import SPLITS, LazySplit, Sample, UserError, check_bool, check_float, check_int, did_you_mean
+from xaibench_weaksup.scar import Placed, draw_outline, draw_share, place
 from xaibench_weaksup.terrain import Flow, densify, hillshade, noise_field, stamp, terrain, wandering_curve
 
 #: tiles used by :meth:`Landslides.channel_mean`
 MEAN_TILES = 64
+#: share of landslide images in the real Bijie dataset: 770 of 770 + 2003
+BIJIE_POSITIVE_FRACTION = 0.278
 
 _FOREST = np.array([0.15, 0.25, 0.12])
 _GRASS = np.array([0.31, 0.38, 0.20])
-#: bare soil / debris colours, shared by scars and fields
-_SOIL = np.array(
-    [
-        [0.58, 0.47, 0.35],  # brown
-        [0.66, 0.59, 0.47],  # tan
-        [0.54, 0.40, 0.30],  # reddish brown
-        [0.53, 0.51, 0.47],  # grey
-        [0.46, 0.42, 0.36],  # dark debris
-    ]
-)
-_ROCK = np.array([0.52, 0.51, 0.48])
-_ROADS = np.array([[0.72, 0.71, 0.68], [0.66, 0.58, 0.46]])  # concrete, dirt
+#: fresh landslide scars: bare soil and rock (tan, light grey, yellow-brown, reddish)
+_FRESH = np.array([[0.74, 0.66, 0.54], [0.70, 0.69, 0.66], [0.72, 0.62, 0.44], [0.70, 0.56, 0.46]])
+_SCARP = np.array([0.82, 0.80, 0.76])
+#: field soils: the scars' colour family, a little darker
+_SOIL = np.array([[0.62, 0.52, 0.40], [0.68, 0.61, 0.49], [0.58, 0.45, 0.35], [0.60, 0.58, 0.53]])
+_ROCK = np.array([0.62, 0.62, 0.60])
+_ROADS = np.array([[0.76, 0.75, 0.72], [0.68, 0.60, 0.48]])  # concrete, dirt
 _RIVERS = np.array([[0.11, 0.16, 0.17], [0.40, 0.36, 0.28]])  # clear, muddy
 _HAZE = np.array([0.74, 0.77, 0.82])
 
@@ -67,10 +65,16 @@ class Tile:
 
     image: np.ndarray  # float32 [H, W, 3] in [0, 1]
     dem: np.ndarray  # float32 [H, W] in [0, 1] (min-max normalised elevation)
-    mask: np.ndarray  # bool [H, W]: landslide scars
-    road: np.ndarray  # bool [H, W]
-    river: np.ndarray  # bool [H, W]
-    field: np.ndarray  # bool [H, W]: terraced fields and rock outcrops
+    mask: np.ndarray  # bool [H, W]: the landslide
+    road: np.ndarray  # bool [H, W]: roads and their cut slopes
+    field: np.ndarray  # bool [H, W]: terraced and bare fields
+    rock: np.ndarray  # bool [H, W]: rock outcrops
+    share: float  # the landslide's drawn share of the tile (0 for a negative tile)
+
+
+def _paint(img: np.ndarray, where: np.ndarray, colour: np.ndarray, alpha: float | np.ndarray = 1.0) -> None:
+    a = alpha if np.isscalar(alpha) else np.asarray(alpha)[..., None]
+    img[where] += a * (colour - img[where])
 
 
 def _land_cover(rng: np.random.Generator, size: int, fine: np.ndarray) -> np.ndarray:
@@ -82,131 +86,138 @@ def _land_cover(rng: np.random.Generator, size: int, fine: np.ndarray) -> np.nda
     return albedo * (1 + 0.13 * fine)[..., None]
 
 
-def _paint(img: np.ndarray, where: np.ndarray, colour: np.ndarray, alpha: float | np.ndarray = 1.0) -> None:
-    a = alpha if np.isscalar(alpha) else np.asarray(alpha)[..., None]
-    img[where] += a * (colour - img[where])
-
-
-def _fields_and_rock(rng: np.random.Generator, img: np.ndarray, flow: Flow, fine: np.ndarray) -> np.ndarray:
-    """Terraced fields along the contours and rock outcrops: soil colours that are not scars."""
+def _fields(rng: np.random.Generator, img: np.ndarray, flow: Flow, fine: np.ndarray) -> np.ndarray:
+    """Terraced fields along the contours (striped, smooth) and bare fields (bright, smooth)."""
     size, gy, gx = flow.size, flow.gy, flow.gx
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     found = np.zeros((size, size), dtype=bool)
-    for _ in range(rng.integers(1, 5) if rng.random() < 0.75 else 0):
+    terraced = rng.integers(1, 4) if rng.random() < 0.6 else 0
+    bare = rng.integers(1, 3) if rng.random() < 0.3 else 0
+    for k in range(terraced + bare):
         cy, cx = rng.uniform(0, size, 2)
         g = np.array([gy[int(cy), int(cx)], gx[int(cy), int(cx)]])
-        across = g / (np.hypot(*g) + 1e-9)  # downslope axis; fields are long along the contour
+        across = g / (np.hypot(*g) + 1e-9) if k < terraced else np.array([np.cos(a := rng.uniform(0, np.pi)), np.sin(a)])
         along = np.array([-across[1], across[0]])
-        a, b = rng.uniform(0.08, 0.3) * size, rng.uniform(0.05, 0.14) * size
+        a, b = rng.uniform(0.1, 0.3) * size, rng.uniform(0.05, 0.15) * size
         u = (yy - cy) * along[0] + (xx - cx) * along[1]
         v = (yy - cy) * across[0] + (xx - cx) * across[1]
         sel = (np.abs(u) < a / 2) & (np.abs(v) < b / 2)
-        soil = _SOIL[rng.integers(len(_SOIL))] * rng.uniform(0.85, 1.1)
-        colour = soil if rng.random() < 0.7 else 0.5 * (soil + _GRASS)
-        terraces = 1 + 0.08 * np.sin(v[sel] * rng.uniform(0.8, 1.6))
-        _paint(img, sel, colour * terraces[:, None] * (1 + 0.1 * fine[sel])[:, None], 0.9)
+        soil = _SOIL[rng.integers(len(_SOIL))] * rng.uniform(0.9, 1.15)
+        if k < terraced:
+            colour = soil if rng.random() < 0.6 else 0.5 * (soil + _GRASS)
+            stripes = 1 + 0.1 * np.sin(v[sel] * rng.uniform(0.8, 1.6))
+        else:
+            colour, stripes = soil, np.ones(int(sel.sum()))
+        _paint(img, sel, colour * stripes[:, None] * (1 + 0.05 * fine[sel])[:, None], 0.9)
         found |= sel
-    if rng.random() < 0.5:
-        blobs = noise_field(rng, size, 3.0)
-        rock = blobs > np.quantile(blobs, 1 - rng.uniform(0.02, 0.07))
-        _paint(img, rock, _ROCK * rng.uniform(0.85, 1.15) * (1 + 0.15 * fine[rock])[:, None], 0.85)
-        found |= rock
     return found
 
 
-def _roads_and_river(rng: np.random.Generator, img: np.ndarray, z: np.ndarray, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
+def _rock(rng: np.random.Generator, img: np.ndarray, z: np.ndarray, rough: np.ndarray) -> np.ndarray:
+    """Grey rock outcrops, rough and with relief, like a landslide's debris but not bounded by a scarp."""
+    if rng.random() >= 0.35:
+        return np.zeros(img.shape[:2], dtype=bool)
+    blobs = noise_field(rng, img.shape[0], 3.0)
+    rock = blobs > np.quantile(blobs, 1 - rng.uniform(0.02, 0.08))
+    _paint(img, rock, _ROCK * rng.uniform(0.85, 1.1) * (1 + 0.25 * rough[rock])[:, None], 0.85)
+    z += rock * (0.5 + 0.5 * rough) * (img.shape[0] / 64)
+    return rock
+
+
+def _roads_and_river(rng: np.random.Generator, img: np.ndarray, z: np.ndarray, flow: Flow, rough: np.ndarray) -> np.ndarray:
+    """Roads (concrete or dirt) with a bare cut slope on one side, and a river; returns the roads."""
     size = z.shape[0]
     s = size / 64
     road = np.zeros((size, size), dtype=bool)
-    for _ in range(rng.integers(1, 3) if rng.random() < 0.55 else 0):
-        line = stamp(densify(wandering_curve(rng, size)), rng.uniform(0.5, 1.2) * s, size)
+    for _ in range(rng.integers(1, 3) if rng.random() < 0.5 else 0):
+        curve = densify(wandering_curve(rng, size))
+        line = stamp(curve, rng.uniform(0.5, 1.2) * s, size)
+        if rng.random() < 0.6:  # the cut slope: a bare strip beside the road
+            side = rng.choice([-1, 1]) * rng.uniform(1.5, 2.5) * s
+            normal = np.gradient(curve, axis=0)[:, ::-1] * np.array([1, -1])
+            cut = stamp(curve + side * normal, rng.uniform(0.6, 1.2) * s, size) & ~line
+            _paint(img, cut, _SOIL[rng.integers(len(_SOIL))] * (1 + 0.2 * rough[cut])[:, None], 0.85)
+            road |= cut
         _paint(img, line, _ROADS[rng.integers(2)] * rng.uniform(0.9, 1.1))
         road |= line
-    river = np.zeros((size, size), dtype=bool)
-    if rng.random() < 0.35:
+    if rng.random() < 0.2:
         high = np.unravel_index(np.argmax(z + 3 * rng.random(z.shape) * z.std()), z.shape)
         path = flow.downhill(rng, np.asarray(high, dtype=float), 2 * size, 0.08, momentum=0.92)
         river = stamp(densify(path), rng.uniform(0.7, 1.6) * s, size)
         _paint(img, river, _RIVERS[rng.integers(2)] * rng.uniform(0.85, 1.15), 0.9)
-    return road, river
+    return road
 
 
-def _scar(rng: np.random.Generator, flow: Flow, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
-    """One scar: alpha in [0, 1], along-track position t in [0, 1] (head 0, toe 1), bounding box."""
-    size = flow.size
-    path = flow.downhill(rng, flow.steep_point(rng), rng.uniform(0.15, 0.55) * size, 0.06)
-    width = max(rng.uniform(0.02, 0.05) * size, 1.2)
-    pts = densify(path, max(width / 2.5, 0.6))
-    t = np.linspace(0, 1, len(pts))
-    r = width * (0.55 + rng.uniform(0.2, 0.9) * t**rng.uniform(0.5, 1.5)) * (1 + 0.15 * np.sin(np.pi * t))
-    lo = np.clip(np.floor(pts.min(0) - 1.6 * r.max()), 0, size).astype(int)
-    hi = np.clip(np.ceil(pts.max(0) + 1.6 * r.max()) + 1, 0, size).astype(int)
-    box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
-    ys, xs = np.arange(lo[0], hi[0], dtype=np.float32), np.arange(lo[1], hi[1], dtype=np.float32)
-    inv_r2 = (1.0 / r**2).astype(np.float32)
-    dy2 = (ys[:, None] - pts[:, 0].astype(np.float32)) ** 2  # [h, K]
-    dx2 = (xs[:, None] - pts[:, 1].astype(np.float32)) ** 2  # [w, K]
-    d2 = (dy2[:, None, :] + dx2[None, :, :]) * inv_r2  # [h, w, K]: (distance / radius)^2
-    k = np.argmin(d2, axis=-1)
-    dmin = np.sqrt(np.take_along_axis(d2, k[..., None], -1)[..., 0])
-    alpha = np.clip((1 + rng.uniform(0.15, 0.35) * edge[box] - dmin) / 0.25, 0, 1)
-    return alpha, t[k], box
-
-
-def _scars(rng: np.random.Generator, img: np.ndarray, z: np.ndarray, flow: Flow, fine: np.ndarray) -> np.ndarray:
+def _landslide_relief(rng: np.random.Generator, z: np.ndarray, ls: Placed, rough: np.ndarray) -> None:
+    """The scar in the DEM: a depression deepest at the crown (a scarp behind it) shallowing to
+    the toe, and rough debris."""
     size = z.shape[0]
-    mask = np.zeros((size, size), dtype=bool)
-    edge, moss = noise_field(rng, size, 2.0), noise_field(rng, size, 1.8)
-    n_scars = rng.choice([1, 2, 3, 4], p=[0.5, 0.28, 0.14, 0.08])
-    min_pixels = max(6, int(0.003 * size * size))
-    done = 0
-    for _attempt in range(6 * n_scars):
-        alpha, t, box = _scar(rng, flow, edge)
-        inside = alpha > 0.5
-        if inside.sum() < min_pixels:
-            continue
-        scarp = _SOIL[rng.integers(len(_SOIL))] * rng.uniform(0.9, 1.15)
-        debris = _SOIL[rng.integers(len(_SOIL))] * rng.uniform(0.8, 1.0)
-        colour = scarp + t[..., None] * (debris - scarp)
-        colour = colour * (1 + 0.12 * fine[box])[..., None]
-        if rng.random() < 0.35:  # partly revegetated
-            alpha = alpha * (1 - rng.uniform(0.2, 0.6) * np.clip(moss[box], 0, 1))
-        region = img[box]
-        region += alpha[..., None] * (colour - region)
-        z[box] -= inside * rng.uniform(0.3, 1.0) * (1 - t) ** 2 * (size / 64)
-        mask[box] |= inside
-        done += 1
-        if done == n_scars:
-            break
-    return mask
+    depth = rng.uniform(2.0, 4.5) * size / 64
+    z -= ls.mask * depth * (1 - ls.t) ** 1.5 * np.sqrt(np.clip(1 - ls.across**2, 0, 1))
+    z += ls.mask * rng.uniform(0.6, 1.2) * rough * size / 64
 
 
-def render_tile(rng: np.random.Generator, size: int, positive: bool, distractors: bool = True) -> Tile:
-    """Draw one tile (see the module docstring); ``distractors=False`` leaves out the fields,
-    rock, roads, rivers, colour casts and haze (for tests that show those matter)."""
+def _landslide_colour(rng: np.random.Generator, img: np.ndarray, ls: Placed, rough: np.ndarray, moss: np.ndarray) -> None:
+    """Bright bare soil and rock, a fresh-rock crown, boulders, sometimes a revegetated toe."""
+    debris = _FRESH[rng.integers(len(_FRESH))] * rng.uniform(0.92, 1.1)
+    crown = rng.uniform(0.08, 0.2)
+    scarp = (ls.t < crown) & ls.mask
+    t = ls.t[..., None]
+    colour = _SCARP + np.clip(t / max(crown, 1e-6), 0, 1) * (debris - _SCARP)
+    colour = colour * (1 + 0.28 * rough)[..., None]
+    boulders = (rough > 1.6) & ls.mask
+    colour[boulders] *= rng.uniform(0.55, 0.75)
+    alpha = ls.mask.astype(float)
+    if rng.random() < 0.3:  # partly revegetated toe
+        alpha = alpha * (1 - 0.45 * np.clip(moss, 0, 1) * (ls.t > 0.6))
+    img += alpha[..., None] * (colour - img)
+    img[scarp] = np.maximum(img[scarp], _SCARP * rng.uniform(0.9, 1.05))
+
+
+def _tilt(z: np.ndarray, direction: np.ndarray, grade: float) -> np.ndarray:
+    """``z`` with a regional slope of ``grade`` (pixel units) going down along ``direction``."""
+    size = z.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    return z - grade * (yy * direction[0] + xx * direction[1])
+
+
+def render_tile(rng: np.random.Generator, size: int, positive: bool, distractors: np.random.Generator | None) -> Tile:
+    """Draw one tile (see the module docstring) from ``rng`` and, for its distractors, from
+    ``distractors`` (None leaves out the fields, rock, roads, rivers, colour casts and haze)."""
     z = terrain(rng, size)
-    fine = noise_field(rng, size, 0.6)
+    fine, rough, edge, moss = (noise_field(rng, size, beta) for beta in (0.6, 0.2, 1.5, 1.8))
+    grade = np.tan(np.radians(rng.uniform(10, 30)))
+    ls = place(draw_outline(rng), draw_share(rng), size, edge) if positive else None
+    heading = ls.downslope if ls is not None else np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+    z = _tilt(z, heading, grade)
+    if ls is not None:
+        _landslide_relief(rng, z, ls, rough)
     img = _land_cover(rng, size, fine)
-    flow = Flow(z)
-    field = road = river = np.zeros((size, size), dtype=bool)
-    if distractors:
-        field = _fields_and_rock(rng, img, flow, fine)
-        road, river = _roads_and_river(rng, img, z, flow)
-    mask = _scars(rng, img, z, flow, fine) if positive else np.zeros((size, size), dtype=bool)
+    empty = np.zeros((size, size), dtype=bool)
+    field = road = rock = empty
+    if distractors is not None:
+        d = distractors
+        field = _fields(d, img, Flow(z), fine)
+        rock = _rock(d, img, z, rough)
+        road = _roads_and_river(d, img, z, Flow(z), rough)
+    if ls is not None:
+        _landslide_colour(rng, img, ls, rough, moss)
     img *= hillshade(rng, z)[..., None]
-    if distractors:
-        img *= rng.uniform(0.85, 1.15) * (1 + rng.normal(0, 0.04, 3))
-        if rng.random() < 0.3:
-            img += rng.uniform(0.05, 0.25) * (_HAZE - img)
+    if distractors is not None:
+        img *= distractors.uniform(0.85, 1.15) * (1 + distractors.normal(0, 0.04, 3))
+        if distractors.random() < 0.3:
+            img += distractors.uniform(0.05, 0.25) * (_HAZE - img)
     img += rng.uniform(-0.015, 0.015, img.shape)
+    mask = ls.mask if ls is not None else empty
     dem = (z - z.min()) / (z.max() - z.min() + 1e-12)
     return Tile(
         image=np.clip(img, 0, 1).astype(np.float32),
         dem=dem.astype(np.float32),
         mask=mask,
         road=road & ~mask,
-        river=river & ~mask,
         field=field & ~mask,
+        rock=rock & ~mask,
+        share=float(mask.mean()),
     )
 
 
@@ -224,7 +235,7 @@ class Landslides:
         n_train: int = 256,
         n_val: int = 32,
         n_test: int = 64,
-        positive_fraction: float = 0.5,
+        positive_fraction: float = BIJIE_POSITIVE_FRACTION,
         dem_channel: bool = False,
         seed: int = 0,
     ) -> None:
@@ -262,9 +273,10 @@ class Landslides:
 
     def render(self, split: str, i: int, distractors: bool = True) -> Tile:
         """The raw tile ``i >= 0`` of ``split`` (not memoised, not bounded by the split length)."""
-        rng = np.random.default_rng([self.seed, self._split_index(split), int(i)])
+        key = [self.seed, self._split_index(split), int(i)]
+        rng = np.random.default_rng(key)
         positive = bool(rng.random() < self.positive_fraction)
-        return render_tile(rng, self.size, positive, distractors)
+        return render_tile(rng, self.size, positive, np.random.default_rng([*key, 1]) if distractors else None)
 
     def _image(self, tile: Tile) -> torch.Tensor:
         chw = tile.image.transpose(2, 0, 1)
