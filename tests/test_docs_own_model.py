@@ -36,4 +36,4 @@ def test_the_own_model_page_works_as_written(tmp_path, monkeypatch, capsys):
     assert re.search(r"decoder\s+decoder1\s+FPNDecoder\s+1x128x16x16\s+128\s+yes", out), out
     assert main(["validate", "mine.toml"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: mine.toml: 24 cells on image_folder/test") and "score_cam@decoder1 128" in out
+    assert out.startswith("ok: mine.toml: 33 cells on image_folder/test") and "score_cam@decoder1 128" in out
