@@ -34,14 +34,13 @@ a tile decodes its scene (kept for the next tiles).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from xaibench.config.params import check_float, check_int
+from xaibench.config.params import check_int
 from xaibench.datasets import folder_io as io
 from xaibench.datasets.tiled import Tile, TiledScenes, downsample_image, downsample_mask, origins, package_dir, package_version, shipped_file
 from xaibench.errors import UserError
@@ -79,17 +78,11 @@ class NeonTrees(TiledScenes):
         val_fraction: float = 0.1,
     ) -> None:
         """Every parameter is documented in docs/config.md (``### neon_trees``)."""
-        if not isinstance(root, str):
-            raise UserError(f"[dataset] root for dataset {NAME!r} must be a string (a folder; empty: the files of {PACKAGE}), got {root!r}")
-        self.root = Path(os.path.expanduser(os.path.expandvars(root.strip()))) if root.strip() else None
-        self.tile = check_int(NAME, "tile", tile, 8)
-        self.stride = check_int(NAME, "stride", stride, 0) or self.tile
+        self._tiling_params(PACKAGE, root, tile, stride, test_fraction, val_fraction)
         self.downsample = check_int(NAME, "downsample", downsample, 1)
         if test not in TESTS:
             raise UserError(f"[dataset] test = {test!r} for dataset {NAME!r} is invalid: \"band\" (the right of each training scene) or \"scenes\" (other scenes)")
         self.test = test
-        self.test_fraction = check_float(NAME, "test_fraction", test_fraction, 0.0, 1.0, hi_open=True)
-        self.val_fraction = check_float(NAME, "val_fraction", val_fraction, 0.0, 1.0, hi_open=True)
         self.left_out = 0  #: images of the folder without an annotation
         with io.speaking_as(NAME):
             self._files = self._shipped() if self.root is None else self._folder()

@@ -27,14 +27,13 @@ overlap. Tile ids are ``ID@r{row}_c{col}``.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from xaibench.config.params import check_bool, check_float, check_int
+from xaibench.config.params import check_bool, check_int
 from xaibench.datasets import folder_io as io
 from xaibench.datasets.tiled import Tile, TiledScenes, origins, package_dir, package_version, shipped_file
 from xaibench.errors import UserError
@@ -67,13 +66,7 @@ class Nuclei(TiledScenes):
         seed: int = 0,
     ) -> None:
         """Every parameter is documented in docs/config.md (``### nuclei``)."""
-        if not isinstance(root, str):
-            raise UserError(f"[dataset] root for dataset {NAME!r} must be a string (a folder; empty: the files of {PACKAGE}), got {root!r}")
-        self.root = Path(os.path.expanduser(os.path.expandvars(root.strip()))) if root.strip() else None
-        self.tile = check_int(NAME, "tile", tile, 8)
-        self.stride = check_int(NAME, "stride", stride, 0) or self.tile
-        self.test_fraction = check_float(NAME, "test_fraction", test_fraction, 0.0, 1.0, hi_open=True)
-        self.val_fraction = check_float(NAME, "val_fraction", val_fraction, 0.0, 1.0, hi_open=True)
+        self._tiling_params(PACKAGE, root, tile, stride, test_fraction, val_fraction)
         if self.val_fraction + self.test_fraction >= 1:
             raise UserError(f"[dataset] val_fraction + test_fraction for dataset {NAME!r} must be below 1 (the rest is train), got {self.val_fraction + self.test_fraction:g}")
         self.channels = check_int(NAME, "channels", channels, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xaibench.config.params import check_float, check_int
 from xaibench.config.vocabulary import SPLITS
 from xaibench.datasets import folder_io as io
 from xaibench.datasets.base import LazySplit, Sample
@@ -106,6 +108,19 @@ class TiledScenes:
     #: what ``[run] folds`` splits into folds (val stays out: it is not scored)
     fold_splits: ClassVar[tuple[str, ...]] = ("train", "test")
     tile: int
+
+    def _tiling_params(self, package: str, root: str, tile: int, stride: int, test_fraction: float, val_fraction: float) -> None:
+        """Check and keep the parameters every tiled dataset has: ``root`` (a folder; empty: the
+        files the Python package ``package`` ships), ``tile``, ``stride`` (0: ``tile``) and the
+        test and val fractions."""
+        name = self.name
+        if not isinstance(root, str):
+            raise UserError(f"[dataset] root for dataset {name!r} must be a string (a folder; empty: the files of {package}), got {root!r}")
+        self.root = Path(os.path.expanduser(os.path.expandvars(root.strip()))) if root.strip() else None
+        self.tile = check_int(name, "tile", tile, 8)
+        self.stride = check_int(name, "stride", stride, 0) or self.tile
+        self.test_fraction = check_float(name, "test_fraction", test_fraction, 0.0, 1.0, hi_open=True)
+        self.val_fraction = check_float(name, "val_fraction", val_fraction, 0.0, 1.0, hi_open=True)
 
     def _use_tiles(self, tiles: dict[str, list[Tile]]) -> None:
         self._tiles = {split: list(tiles.get(split, [])) for split in SPLITS}
