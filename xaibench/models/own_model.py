@@ -15,8 +15,6 @@ where the family is known (:mod:`xaibench.models.model_sources`) and the config'
 
 from __future__ import annotations
 
-import functools
-
 import os
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from torch import nn
 from xaibench.errors import UserError
 from xaibench.models import model_sources as src
 from xaibench.models.base import LoadedModel, Tail, infer_task, logits_of
-from xaibench.models.smp_unet import image_channels, segmentation_step, val_iou_selector
-from xaibench.models.training import LoadContext, load_checkpoint, train_or_load
+from xaibench.models.smp_unet import image_channels, train_segmenter
+from xaibench.models.training import LoadContext, load_checkpoint
 
 
 class ScriptedModel(LoadedModel):
@@ -151,21 +149,10 @@ class TorchModel:
     def load(self, ctx: LoadContext) -> LoadedModel:
         module = self.network(ctx.dataset)
         if self.train:
-            module = train_or_load(
-                module,
-                ctx.model_path(self.name, self._cache_params(ctx.dataset)),
-                functools.partial(segmentation_step, dice=True),
-                ctx.dataset.split("train"),
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                seed=self.seed,
-                device=ctx.device,
-                title=f"{self.name} ({self.describe()})",
-                show_progress=ctx.show_progress,
-                schedule="one_cycle",  # smp_unet's recipe (docs/leaderboards.md, "A recipe that converges")
-                select=val_iou_selector(ctx.dataset),
-            )
+            module = train_segmenter(  # smp_unet's recipe
+                module, ctx, ctx.model_path(self.name, self._cache_params(ctx.dataset)), title=f"{self.name} ({self.describe()})",
+                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+            )  # fmt: skip
         return self._loaded(module, ctx)
 
     def structure(self, ctx: LoadContext) -> LoadedModel:

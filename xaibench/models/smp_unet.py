@@ -73,6 +73,20 @@ def val_iou_selector(dataset):
     return (lambda module: pooled_iou(module, val)) if val else None
 
 
+def train_segmenter(
+    module: nn.Module, ctx: LoadContext, path, *, title: str, epochs: int, batch_size: int, lr: float, seed: int,
+    dice: bool = True, schedule: str = "one_cycle", select_on_val: bool = True,
+) -> nn.Module:  # fmt: skip
+    """``train_or_load`` of a segmenter on the dataset's train split with the recipe measured to
+    converge from any seed (docs/leaderboards.md): cross-entropy plus Dice, a one-cycle learning
+    rate, the epoch with the best pooled IoU on the val split kept. Cached at ``path``."""
+    return train_or_load(
+        module, path, functools.partial(segmentation_step, dice=dice), ctx.dataset.split("train"), epochs=epochs, batch_size=batch_size,
+        lr=lr, seed=seed, device=ctx.device, title=title, show_progress=ctx.show_progress, schedule=schedule,
+        select=val_iou_selector(ctx.dataset) if select_on_val else None,
+    )  # fmt: skip
+
+
 def validation_split(dataset) -> list[Sample]:
     """The dataset's ``val`` split, or nothing when it has none."""
     try:
@@ -190,9 +204,6 @@ class SmpUnet:
         except (KeyError, ValueError) as exc:
             raise UserError(f"model.encoder = {self.encoder!r} is not an encoder segmentation-models-pytorch knows: {exc}") from exc
 
-    def _selector(self, dataset):
-        return val_iou_selector(dataset) if self.select_on_val else None
-
     def structure(self, ctx: LoadContext) -> LoadedModel:
         """The model as ``load`` returns it, without training (initial weights where it would
         train; the checkpoint where one is given): what ``xaibench validate`` inspects."""
@@ -212,21 +223,10 @@ class SmpUnet:
             params = {k: v for k, v in vars(self).items() if k not in ("checkpoint", "in_channels")}
             if channels != 3:
                 params["in_channels"] = channels
-            module = train_or_load(
-                module,
-                ctx.model_path(self.name, params),
-                functools.partial(segmentation_step, dice=self.loss == "bce_dice"),
-                ctx.dataset.split("train"),
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                lr=self.lr,
-                seed=self.seed,
-                device=ctx.device,
-                title=f"{self.name} ({self.encoder})",
-                show_progress=ctx.show_progress,
-                schedule=self.lr_schedule,
-                select=self._selector(ctx.dataset),
-            )
+            module = train_segmenter(
+                module, ctx, ctx.model_path(self.name, params), title=f"{self.name} ({self.encoder})", epochs=self.epochs, batch_size=self.batch_size,
+                lr=self.lr, seed=self.seed, dice=self.loss == "bce_dice", schedule=self.lr_schedule, select_on_val=self.select_on_val,
+            )  # fmt: skip
         return self._wrap(module, ctx)
 
     def _wrap(self, module: nn.Module, ctx: LoadContext) -> LoadedModel:
