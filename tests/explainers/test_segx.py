@@ -35,8 +35,8 @@ class ConstantSegmenter(nn.Module):
         return self.value[None, :, None, None].expand(x.shape[0], -1, self.size, self.size).clone()
 
 
-def _fitted(segmenter: nn.Module, task="binary", **params) -> SegX:
-    e = SegX(base="grad_cam", mask="segmenter", segmenter="constant", **params)
+def _fitted(segmenter: nn.Module, task="binary", base="grad_cam", **params) -> SegX:
+    e = SegX(base=base, mask="segmenter", segmenter="constant", **params)
     loads = []
 
     def load_model(name, p):
@@ -69,6 +69,19 @@ def test_an_empty_segmenter_mask_zeroes_the_map():
 def test_a_segmenter_that_predicts_everything_leaves_the_base_map_exactly():
     base = _base()
     assert torch.equal(_fitted(ConstantSegmenter(20.0)).explain(_ctx(base)), base)
+
+
+def test_base_none_is_the_segmenter_mask_alone_at_layer_input_reading_no_base_map():
+    """The composite's own baseline: the mask as the map, one cell (layer input), no base asked for."""
+    from xaibench.explainers.base import explains_input
+
+    e = _fitted(ConstantSegmenter(0.3), base="none")
+    ctx = _ctx(_base())
+    ctx.explain = lambda name: pytest.fail(f"the mask alone asked for the base map {name!r}")
+    assert torch.equal(e.explain(ctx), torch.ones(3, SIZE, SIZE))
+    assert e.composes == () and explains_input(e, {"segx:mask": e})
+    assert torch.equal(_fitted(ConstantSegmenter(-0.3), base="none").explain(ctx), torch.zeros(3, SIZE, SIZE))
+    assert not explains_input(_fitted(ConstantSegmenter(0.3)), {"grad_cam": object()})
 
 
 @pytest.mark.parametrize("logit, threshold, on", [(0.0, 0.5, False), (0.01, 0.5, True), (-0.84, 0.3, True), (-0.84, 0.31, False), (-0.86, 0.3, False), (2.2, 0.9, True), (2.2, 0.91, False)])
@@ -155,6 +168,7 @@ def test_only_the_segmenter_mode_trains_and_the_unfitted_instance_pickles():
         ({"top_percent": 0}, ["segx", "top_percent", "(0, 100]"]),
         ({"top_percent": 101}, ["segx", "top_percent"]),
         ({"mask": "unet"}, ["segx", "'segmenter'"]),
+        ({"base": ""}, ["segx", "base", "'none'"]),
     ],
 )
 def test_bad_parameters_are_user_errors_naming_segx_and_the_parameter(params, words):

@@ -1,10 +1,12 @@
 import math
 
+import pytest
 import torch
 
+from xaibench.engine.perturbation import top_fraction
 from xaibench.engine.targets import Target
 from xaibench.metrics.base import MetricContext, direction
-from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, binary_iou
+from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, TopKIoUDrop, binary_iou
 
 BIG = 20.0  # a logit this large is a probability of 1 to float precision
 
@@ -78,3 +80,57 @@ def test_relative_iou_drop_divides_by_the_clean_iou():
     assert torch.allclose(plain, torch.tensor([-0.75, -0.25]))  # the plain drop is bounded by the clean IoU
     nothing = torch.full_like(clean, -BIG)
     assert torch.isnan(RelativeIoUDrop().compute(_ctx(after, logits=nothing, gt=gt))).all()  # clean IoU 0
+
+
+def _bright_model(x):
+    """A 'segmenter' that predicts the object wherever the first channel is bright (> 0.5)."""
+    return torch.where(x[:, :1] > 0.5, BIG, -BIG)
+
+
+def _topk_ctx(heatmap):
+    """One 10 x 10 image, bright (and the object) on its first 4 rows: 40 pixels; fill zero."""
+    images = torch.zeros(1, 3, 10, 10)
+    images[:, :, :4] = 1.0
+    gt = torch.zeros(1, 10, 10, dtype=torch.long)
+    gt[:, :4] = 1
+    calls = []
+
+    def forward(x):
+        calls.append(x.shape[0])
+        return _bright_model(x)
+
+    ctx = MetricContext(
+        images=images, ground_truth=gt, target=Target(torch.ones(1, dtype=torch.long), None, torch.ones(1, dtype=torch.long)),
+        logits=_bright_model(images), heatmap=heatmap, forward=forward, fill=torch.zeros(1, 3, 10, 10),
+    )
+    return ctx, calls
+
+
+def test_area_controlled_iou_drop_removes_exactly_k_percent_and_averages_over_k():
+    # a map highest on the object: removing 5 / 10 / 20 of its 40 pixels leaves IoU 35/40, 30/40, 20/40
+    on_object = torch.zeros(1, 10, 10)
+    on_object[:, :4] = torch.linspace(1.0, 0.5, 40).reshape(4, 10)
+    ctx, calls = _topk_ctx(on_object)
+    got = TopKIoUDrop().compute(ctx)
+    expected = ((35 / 40 - 1) + (30 / 40 - 1) + (20 / 40 - 1)) / 3
+    assert abs(float(got[0]) - expected) < 1e-6 and calls == [3]  # one batched forward, 3 inputs
+    # a map highest off the object removes only background: nothing changes, whatever it covers
+    off_object = 1.0 - on_object
+    assert float(TopKIoUDrop().compute(_topk_ctx(off_object)[0])[0]) == 0.0
+    # own percents; a map with no peak scores nothing (NaN), as the pointing game on a blank map
+    assert abs(float(TopKIoUDrop(percents=[10]).compute(_topk_ctx(on_object)[0])[0]) - (30 / 40 - 1)) < 1e-6
+    assert math.isnan(float(TopKIoUDrop().compute(_topk_ctx(torch.full((1, 10, 10), 0.3))[0])[0]))
+
+
+def test_top_fraction_ties_break_row_major_and_area_is_exact():
+    flat = torch.zeros(1, 4, 5)
+    got = top_fraction(flat, 10)  # 2 of 20 pixels, all tied: the first two in row-major order
+    assert got.sum() == 2 and got[0, 0, :2].all()
+    ramp = torch.arange(20.0).reshape(1, 4, 5)
+    assert top_fraction(ramp, 25)[0].flatten().nonzero().flatten().tolist() == [15, 16, 17, 18, 19]
+
+
+def test_area_controlled_iou_drop_rejects_percents_outside_0_100():
+    for bad in ([], [0], [100], [5, 120]):
+        with pytest.raises(ValueError, match="percents"):
+            TopKIoUDrop(percents=bad)

@@ -79,3 +79,30 @@ def test_each_kind_of_model_is_nan_in_the_other_kinds_metrics():
     cls = _ctx(torch.zeros(2, 1), labels=torch.tensor([0, 1]))
     assert Q.ModelAccuracy().compute(seg).isnan().all() and all(v.isnan().all() for v in Q.ModelAUROC().compute(seg).values())
     assert Q.ModelIoU().compute(cls).isnan().all() and all(v.isnan().all() for v in Q.ModelPooledIoU().compute(cls).values())
+
+
+def test_the_empty_mask_miou_per_image_and_pooled_against_hand_counts():
+    """Image 0: 8 of 64 pixels are object -> (0 + 56/64) / 2; image 1: no object -> background only, 1."""
+    gt = torch.zeros(2, 8, 8, dtype=torch.long)
+    gt[0, 2:4, 2:6] = 1
+    ctx = _ctx(_seg_logits(gt == 1), gt)
+    per_image = Q.EmptyMaskMIoU().compute(ctx)
+    assert torch.allclose(per_image, torch.tensor([56 / 64 / 2, 1.0]))
+    # pooled: object IoU 0 over 8 object pixels, background IoU 120 / 128
+    assert abs(_pooled(Q.EmptyMaskPooledMIoU(), ctx) - (120 / 128) / 2) < 1e-9
+    # the value does not depend on the model (a classifier gets it too) but needs the truth
+    assert torch.equal(Q.EmptyMaskMIoU().compute(_ctx(torch.zeros(2, 2), gt)), per_image)
+    assert torch.isnan(Q.EmptyMaskMIoU().compute(_ctx(torch.zeros(2, 2)))).all()
+
+
+def test_the_empty_mask_scores_what_the_miou_metrics_give_an_empty_binary_map():
+    from xaibench.metrics.localization import LocalizationMIoU
+
+    gt = torch.zeros(3, 8, 8, dtype=torch.long)
+    gt[0, :3] = 1
+    gt[1, 5:, 5:] = 1
+    ctx = _ctx(_seg_logits(gt == 1), gt)
+    ctx.heatmap = torch.zeros(3, 8, 8)
+    ctx.binary = torch.zeros(3, 8, 8, dtype=torch.bool)
+    ctx.target = Target(torch.ones(3, dtype=torch.long), None, torch.ones(3, dtype=torch.long))
+    assert torch.allclose(LocalizationMIoU().compute(ctx), Q.EmptyMaskMIoU().compute(ctx))

@@ -135,3 +135,21 @@ def test_m3_is_ranked_by_entropy_and_m1_by_confidence():
     m1, m3 = md.split("### M3")
     assert "(ranked by confidence, lower is better)" in m1 and "| 0.5 | m | b | l |" in m1  # lowest confidence
     assert "(ranked by entropy, lower is better)" in m3 and "| 0.5 | m | b | l |" in m3  # lowest entropy, not highest confidence (a)
+
+
+def test_a_background_inclusive_miou_is_shown_beside_the_empty_masks_value_which_is_never_ranked():
+    rows = []
+    for i in range(8):
+        for e, v in (("grad_cam", 0.6), ("random", 0.45)):
+            rows.append(dict(dataset="d", model="m", explainer=e, layer="decoder1", threshold="0.5", perturbation="", metric="localization_miou", image_id=f"i{i}", value=v + 0.01 * i, direction="higher"))
+        rows.append(dict(dataset="d", model="m", explainer="", layer="", threshold="", perturbation="", metric="empty_mask_miou", image_id=f"i{i}", value=0.47, direction="higher"))
+    df = pd.DataFrame(rows)
+    md = render(df, summarize(df), "t")
+    methods = md.split("## Methods at settings chosen on held-out images")[1].split("\n## ")[0]
+    exploratory = md.split("## Rankings per metric (exploratory)")[1].split("\n## ")[0]
+    for part in (methods, exploratory):
+        assert "The empty mask (no object anywhere) scores 0.4700 [0.4700, 0.4700]" in part
+        assert "(model)" not in part  # a reference, not an entry
+    assert "empty_mask_miou" not in md  # neither ranked nor shown as a model's quality
+    plain = render(_results(), summarize(_results()), "t")
+    assert "The empty mask" not in plain  # only beside an mIoU

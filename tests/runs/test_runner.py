@@ -376,3 +376,15 @@ def test_layer_input_for_a_cam_is_a_config_error(first_run, tmp_path):
     bad.write_text(cfg.read_text().replace('layers = ["decoder1", "decoder2"]', 'layers = ["decoder1", "input"]'))
     with pytest.raises(UserError, match=r"bad.toml: grid: layers: 'input' is the input image.*'grad_cam' explains a layer"):
         xaibench.run(bad, tmp_path / "out", show_progress=False)
+
+
+def test_the_plan_adds_the_empty_masks_miou_beside_a_background_inclusive_miou_only(tiny_config, tmp_path):
+    from xaibench.config.vocabulary import EMPTY_MASK_REFERENCE, MODEL_QUALITY
+    from xaibench.runs.runner import plan
+
+    plain = plan(load_config(tiny_config)).metric_names
+    assert not set(plain) & set(EMPTY_MASK_REFERENCE.values()) and set(MODEL_QUALITY) <= set(plain)
+    cfg = tmp_path / "miou.toml"
+    cfg.write_text(tiny_config.read_text().replace('metrics = ["confidence", "iou_drop"]', 'metrics = ["confidence", "pooled_miou"]'))
+    assert "empty_mask_pooled_miou" in plan(load_config(cfg)).metric_names
+    assert "empty_mask_miou" not in plan(load_config(cfg)).metric_names

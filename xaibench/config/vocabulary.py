@@ -45,6 +45,8 @@ SANITY_FLAG_ABOVE = 0.5
 CONFIDENCE, ENTROPY, IOU_DROP = "confidence", "entropy", "iou_drop"
 #: the IoU drop as a fraction of the clean IoU (comparable across images and models)
 IOU_DROP_RELATIVE = "iou_drop_relative"
+#: the area-controlled IoU drop: the top k % of pixels by the map removed, k on a fixed grid
+IOU_DROP_TOPK = "iou_drop_topk"
 #: the model-quality metrics every run adds (:mod:`xaibench.metrics.model_quality`), in the order
 #: the leaderboard's Models section shows them; the segmenters' first, then the classifiers'
 MODEL_POOLED_IOU, MODEL_IOU, MODEL_POOLED_F1, MODEL_F1, MODEL_TRIVIAL_IOU = (
@@ -55,6 +57,16 @@ MODEL_QUALITY = (
     MODEL_POOLED_IOU, MODEL_IOU, MODEL_POOLED_F1, MODEL_F1, MODEL_TRIVIAL_IOU,
     MODEL_ACCURACY, MODEL_LABEL_F1, MODEL_AUROC, MODEL_MAJORITY_RATE,
 )
+
+#: the background-inclusive mIoU metrics (:mod:`xaibench.metrics.localization`), and the reference
+#: each is shown with: the value the empty mask (no object anywhere) scores on the same images,
+#: a model-level metric the runner adds beside them (:mod:`xaibench.metrics.model_quality`); an
+#: mIoU counts the background, so on a small object the empty mask scores about one half
+LOCALIZATION_MIOU, POOLED_MIOU = "localization_miou", "pooled_miou"
+EMPTY_MASK_MIOU, EMPTY_MASK_POOLED_MIOU = "empty_mask_miou", "empty_mask_pooled_miou"
+EMPTY_MASK_REFERENCE = {LOCALIZATION_MIOU: EMPTY_MASK_MIOU, POOLED_MIOU: EMPTY_MASK_POOLED_MIOU}
+#: the model-level metrics that rank no explanation: the model's quality and the references
+NOT_RANKED = MODEL_QUALITY + tuple(EMPTY_MASK_REFERENCE.values())
 
 
 #: the trivial baseline explainers every committed benchmark runs beside its methods, and each

@@ -33,6 +33,15 @@ def keep_mask(mode: str, binary: torch.Tensor, region: torch.Tensor | None) -> t
     raise ValueError(f"unknown perturbation mode {mode!r}; known: {', '.join(MODES)}")
 
 
+def top_fraction(maps: torch.Tensor, percent: float) -> torch.Tensor:
+    """Bool masks [B, H, W]: per image, the ``round(percent / 100 * H * W)`` pixels of highest
+    map value (at least one); ties broken by pixel order, row-major, so the area is exact."""
+    flat = maps.reshape(maps.shape[0], -1)
+    k = max(1, round(flat.shape[1] * percent / 100))
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True).reshape(maps.shape)
+
+
 def fill_values(images: torch.Tensor, fill: str, channel_mean: torch.Tensor | None = None) -> torch.Tensor:
     """What removed pixels become, [B, C, H, W]."""
     if fill == "zero":

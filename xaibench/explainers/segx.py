@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from xaibench.config.vocabulary import INPUT_LAYER
 from xaibench.engine.targets import probabilities
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext
@@ -15,6 +16,8 @@ from xaibench.models.base import logits_of
 from xaibench.registry.passes import Pass
 
 MASKS = ("target", "ground_truth", "segmenter")
+#: ``base`` for the mask alone as the map
+NO_BASE = "none"
 
 
 class SegX:
@@ -37,6 +40,10 @@ class SegX:
       channel, else a softmax); the mask is resized (nearest) to the map's size.
 
     ``dilation`` grows the mask by that many pixels (a square max filter), in every mode.
+
+    ``base = "none"`` gives the mask alone as the map (1 inside, 0 outside): the composite's own
+    baseline, which shows what the explanation adds to the mask (an image with an empty mask
+    gets a blank map, which the pointing games leave out).
 
     ``top_percent`` (default: none) binarises the refined map ``base * mask`` per image: the
     ``ceil(top_percent / 100 * H * W)`` pixels of highest refined value become 1 and all others
@@ -73,6 +80,8 @@ class SegX:
             raise UserError(f"segx: dilation must be >= 0, got {dilation}")
         if base == "segx":
             raise UserError("segx: base cannot be 'segx' itself")
+        if not base:
+            raise UserError("segx: base must name an explainer, or be 'none' for the mask alone")
         if mask == "segmenter" and not segmenter:
             raise UserError("segx: mask = 'segmenter' needs segmenter = the name of a segmentation model plugin (e.g. 'smp_unet')")
         if mask != "segmenter":
@@ -92,8 +101,13 @@ class SegX:
         self.top_percent = top_percent
 
     @property
+    def explains(self) -> str:
+        """The mask alone reads no layer: one cell, at layer ``input``; else as its base."""
+        return INPUT_LAYER if self.base == NO_BASE else "layer"
+
+    @property
     def composes(self) -> tuple[str, ...]:
-        return (self.base,)
+        return () if self.base == NO_BASE else (self.base,)
 
     @property
     def loads_models(self) -> tuple[tuple[str, dict], ...]:
@@ -141,12 +155,13 @@ class SegX:
         return torch.cat(outs)
 
     def explain(self, ctx: ExplainContext) -> torch.Tensor:
-        base = ctx.explain(self.base)
-        region = self._region(ctx, tuple(base.shape[-2:])).to(base.device)
+        base = None if self.base == NO_BASE else ctx.explain(self.base)
+        size = tuple(ctx.images.shape[-2:]) if base is None else tuple(base.shape[-2:])
+        region = self._region(ctx, size).to(ctx.images.device if base is None else base.device)
         if self.dilation:
             d = self.dilation
             region = F.max_pool2d(region[:, None], kernel_size=2 * d + 1, stride=1, padding=d)[:, 0]
-        refined = base * region
+        refined = region if base is None else base * region
         return refined if self.top_percent is None else keep_top(refined, self.top_percent)
 
     def _region(self, ctx: ExplainContext, size: tuple[int, ...]) -> torch.Tensor:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.segmentation import mean_iou
 
-from xaibench.config.vocabulary import BACKGROUND_ONLY, CONFIDENCE, ENTROPY, HIGHER, IOU_DROP, IOU_DROP_RELATIVE, LOWER
+from xaibench.config.vocabulary import BACKGROUND_ONLY, CONFIDENCE, ENTROPY, HIGHER, IOU_DROP, IOU_DROP_RELATIVE, IOU_DROP_TOPK, LOWER
+from xaibench.engine.perturbation import perturb, top_fraction
 from xaibench.engine.targets import predicted_classes, probabilities
 from xaibench.metrics.base import MetricContext
 
@@ -84,13 +85,15 @@ class IoUDrop:
         return after - before
 
 
-def _ious(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image IoU with the ground truth of the prediction on the clean and the perturbed input."""
+def _ious(ctx: MetricContext, name: str, perturbed: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-image IoU with the ground truth of the prediction on the clean and (``perturbed``) the
+    perturbed input."""
     if ctx.ground_truth is None or ctx.logits.ndim != 4:
         raise ValueError(f"{name} needs a segmentation model and ground-truth masks")
     cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
     truth = ctx.ground_truth.to(ctx.logits.device) == cls
-    return binary_iou(predicted_classes(ctx.logits) == cls, truth), binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
+    after = binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth) if perturbed else None
+    return binary_iou(predicted_classes(ctx.logits) == cls, truth), after
 
 
 class RelativeIoUDrop(IoUDrop):
@@ -102,3 +105,34 @@ class RelativeIoUDrop(IoUDrop):
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         before, after = _ious(ctx, self.name)
         return torch.where(before > 0, (after - before) / before.clamp_min(1e-12), torch.full_like(before, float("nan")))
+
+
+class TopKIoUDrop:
+    """Area-controlled IoU drop: per image, the IoU with the ground truth of the prediction on the
+    input with the top k % of pixels by the map removed (replaced by the run's fill), minus the
+    clean IoU, averaged over k in ``percents``. Every map removes the same area, so a map cannot
+    win by covering more (as it can under :class:`IoUDrop` at a low threshold). A map without a
+    peak (constant) ranks no pixel: NaN, the image left out."""
+
+    name = IOU_DROP_TOPK
+    direction = LOWER
+    uses_threshold = False
+    perturbation = None
+
+    def __init__(self, percents: list[float] | tuple[float, ...] = (5, 10, 20)):
+        percents = tuple(float(k) for k in percents)
+        if not percents or any(not 0 < k < 100 for k in percents):
+            raise ValueError(f"percents must be one or more numbers in (0, 100), got {list(percents)}")
+        self.percents = percents
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        before, _ = _ious(ctx, self.name, perturbed=False)
+        heat = ctx.heatmap.to(ctx.images.device)
+        inputs = torch.cat([perturb(ctx.images, ~top_fraction(heat, k), ctx.fill) for k in self.percents])
+        cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
+        truth = (ctx.ground_truth.to(ctx.logits.device) == cls).repeat(len(self.percents), 1, 1)
+        after = binary_iou(predicted_classes(ctx.forward(inputs)).to(truth.device) == cls.repeat(len(self.percents), 1, 1), truth)
+        drop = (after.reshape(len(self.percents), -1) - before[None].to(after.device)).mean(0)
+        flat = heat.flatten(1)
+        blank = (flat.amax(1) - flat.amin(1)) <= 0
+        return torch.where(blank.to(drop.device), torch.full_like(drop, float("nan")), drop)

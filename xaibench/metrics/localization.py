@@ -16,7 +16,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.segmentation import hausdorff_distance
 
-from xaibench.config.vocabulary import HIGHER, LOWER
+from xaibench.config.vocabulary import HIGHER, LOCALIZATION_MIOU, LOWER, POOLED_MIOU
 from xaibench.metrics.base import MetricContext
 
 NAN = float("nan")
@@ -64,7 +64,7 @@ def _iou(c):
     return c["tp"] / (c["tp"] + c["fp"] + c["fn"])
 
 
-def _miou(c):
+def miou_from_counts(c):
     """Mean of the target IoU and the background IoU TN / (TN + FP + FN), over those defined."""
     fg, bg = _iou(c), c["tn"] / (c["tn"] + c["fp"] + c["fn"])
     return np.where(np.isnan(fg), bg, np.where(np.isnan(bg), fg, (fg + bg) / 2))
@@ -155,12 +155,12 @@ class LocalizationMIoU(_Binarised):
     """Mean IoU of the two classes, object and background: the mean of TP / (TP + FP + FN) and
     TN / (TN + FP + FN), over those defined."""
 
-    name = "localization_miou"
+    name = LOCALIZATION_MIOU
 
     def _compute(self, ctx):
         counts = {k: v.double().cpu().numpy() for k, v in pixel_counts(ctx).items()}
         with np.errstate(divide="ignore", invalid="ignore"):
-            return torch.from_numpy(_miou(counts)).float()
+            return torch.from_numpy(miou_from_counts(counts)).float()
 
 
 class _Pooled(_Binarised):
@@ -201,9 +201,9 @@ class PooledIoU(_Pooled):
 class PooledMIoU(_Pooled):
     """Mean of the pooled object IoU and the pooled background IoU sum TN / sum (TN + FP + FN)."""
 
-    name = "pooled_miou"
+    name = POOLED_MIOU
     counts = ("tp", "fp", "fn", "tn")
-    pool = staticmethod(_miou)
+    pool = staticmethod(miou_from_counts)
 
 
 class Hausdorff(_Binarised):

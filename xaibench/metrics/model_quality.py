@@ -13,6 +13,10 @@ for the other: a segmenter's logits are [B, K, H, W], a classifier's [B, K].
   accuracy compares the arg-max class with the label). Accuracy per image, the positive
   class's F1 and the AUROC of its probability over the images, and ``model_majority_rate``:
   the accuracy of always answering the more frequent label.
+
+And the references the runner adds beside a background-inclusive mIoU (``empty_mask_miou``,
+``empty_mask_pooled_miou``): what the empty mask scores on the same images, per image and
+pooled; they read only the ground truth, so every model (a classifier too) gets them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import torch
 from scipy.stats import rankdata
 
 from xaibench.config.vocabulary import (
+    EMPTY_MASK_MIOU,
+    EMPTY_MASK_POOLED_MIOU,
     HIGHER,
     MODEL_ACCURACY,
     MODEL_AUROC,
@@ -35,6 +41,7 @@ from xaibench.config.vocabulary import (
 )
 from xaibench.engine.targets import probabilities
 from xaibench.metrics.base import MetricContext
+from xaibench.metrics.localization import miou_from_counts
 
 NAN = float("nan")
 
@@ -230,6 +237,42 @@ class ModelMajorityRate(_Quality):
         _, truth, _ = got
         return {"positive": (truth == 1).double(), "images": torch.ones(truth.shape[0], dtype=torch.float64)}
 
+
+def _empty_mask_counts(ctx: MetricContext) -> dict[str, torch.Tensor]:
+    """Per-image tp, fp, fn, tn of the empty mask against the target class's truth (NaN without truth)."""
+    b = ctx.images.shape[0]
+    if ctx.ground_truth is None:
+        return {k: torch.full((b,), NAN, dtype=torch.float64) for k in ("tp", "fp", "fn", "tn")}
+    truth = (ctx.ground_truth.cpu() == ctx.target.class_ids.cpu()[:, None, None]).flatten(1)
+    positives = truth.sum(1).double()
+    zero = torch.zeros(b, dtype=torch.float64)
+    return {"tp": zero, "fp": zero, "fn": positives, "tn": truth.shape[1] - positives}
+
+
+class EmptyMaskMIoU(_Quality):
+    """The per-image mIoU (``localization_miou``) of the empty mask: (0 + (N - P) / N) / 2 on an
+    image with P of its N pixels in the object, 1 on an image without it."""
+
+    name = EMPTY_MASK_MIOU
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        counts = {k: v.numpy() for k, v in _empty_mask_counts(ctx).items()}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return torch.from_numpy(miou_from_counts(counts)).float()
+
+
+class EmptyMaskPooledMIoU(_Quality):
+    """The pooled mIoU (``pooled_miou``) of the empty mask over the scored images."""
+
+    name = EMPTY_MASK_POOLED_MIOU
+    pool = staticmethod(miou_from_counts)
+
+    def compute(self, ctx: MetricContext) -> dict[str, torch.Tensor]:
+        return _empty_mask_counts(ctx)
+
+
+#: the empty mask's mIoU metrics (the references of ``EMPTY_MASK_REFERENCE``)
+REFERENCE_METRICS = (EmptyMaskMIoU, EmptyMaskPooledMIoU)
 
 #: every model-quality metric, in the order the leaderboard's Models section shows them
 QUALITY_METRICS = (ModelPooledIoU, ModelIoU, ModelPooledF1, ModelF1, ModelTrivialIoU, ModelAccuracy, ModelLabelF1, ModelAUROC, ModelMajorityRate)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xaibench.config.vocabulary import MODE_SHORT, MODEL_QUALITY, higher_is_better
+from xaibench.config.vocabulary import MODE_SHORT, NOT_RANKED, higher_is_better
 from xaibench.report.stability import times_first
 from xaibench.util.progress import console, warn
 
 
 def empty_metrics(summary: pd.DataFrame) -> dict[str, int]:
     """Metrics with no value on any image in every one of their cells: metric -> cells."""
-    summary = summary[~summary["metric"].isin(MODEL_QUALITY)]  # NaN for the other kind of model by design
+    summary = summary[~summary["metric"].isin(NOT_RANKED)]  # NaN for the other kind of model by design
     by = summary.groupby("metric")["n"]
     return {m: int(c) for m, c in by.size().items() if by.get_group(m).sum() == 0}
 
@@ -32,7 +32,7 @@ def print_top(summary: pd.DataFrame) -> None:
     from rich.table import Table
 
     _print_models(summary)
-    summary = summary[~summary["metric"].isin(MODEL_QUALITY)]
+    summary = summary[~summary["metric"].isin(NOT_RANKED)]
     reps = int(summary["replicates"].max()) if "replicates" in summary and len(summary) else 1
     header = ["metric", "mode", "model", "explainer", "layer", "thr", "mean [95% CI]"] + (["sd", "#1", "W"] if reps > 1 else [])
     rows = []

@@ -72,7 +72,7 @@ def _sorted(block: pd.DataFrame) -> pd.DataFrame:
     return block.dropna(subset=["mean"]).sort_values("mean", ascending=not higher, kind="stable")
 
 
-def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: int = 10) -> str:
+def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: int = 10, refs: dict | None = None) -> str:
     """Per metric (and perturbation mode): the top cells, best first. With ``results``, a
     ``p vs #1`` column: the paired Wilcoxon test of each row against the ranking's first row, on
     the images both have (a ranking mixes explainers, layers, thresholds and models, while
@@ -103,7 +103,8 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
         header = ["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"] + (["p vs #1"] if values is not None else [])
         header += ["sd across replicates", "#1 in"] if reps > 1 else []
         flag = saturation(block["mean"], block["direction"].iloc[0])
-        parts.append(title + "\n\n" + _table(header, rows) + (f"\n\n{flag}" if flag else ""))
+        ref = reference_line(refs, metric, block["model"])
+        parts.append(title + "\n\n" + _table(header, rows) + "".join(f"\n\n{x}" for x in (flag, ref) if x))
     note = (
         "Exploratory: cells (method x layer x threshold) ranked on the same images that their settings were picked on, "
         "so the top of each ranking is optimistic; the Methods section is the headline. p-values are Holm-corrected: "
@@ -126,9 +127,21 @@ def saturation(means: pd.Series, direction: str) -> str:
     return f"> ⚠ saturated: {tied} of {len(means)} entries sit within 0.001 of the best value {_fmt(float(best))}, a bound of the metric; it does not separate them."
 
 
-def methods_section(scores: MethodScores, plots: list[str] | None = None) -> str:
+def reference_line(refs: dict | None, metric: str, models) -> str:
+    """The empty mask's value beside a background-inclusive mIoU, per model (``refs``:
+    :func:`xaibench.report.models.references`); "" for other metrics."""
+    got = [(m, refs[(m, metric)]) for m in sorted(set(models)) if refs and (m, metric) in refs]
+    if not got:
+        return ""
+    values = ", ".join(f"{_ci(r)}" + (f" ({m})" if len(got) > 1 else "") for m, r in got)
+    return (f"> The empty mask (no object anywhere) scores {values} on these images: this mIoU counts the background, "
+            "so a map says something about the object only above that.")
+
+
+def methods_section(scores: MethodScores, plots: list[str] | None = None, refs: dict | None = None) -> str:
     """The headline: per metric and mode, each method at its held-out setting, its difference from
-    the better trivial baseline, the Friedman test with mean ranks and a link to its CD diagram."""
+    the better trivial baseline, the Friedman test with mean ranks and a link to its CD diagram
+    (and, beside an mIoU, the empty mask's value: ``refs``)."""
     links = {Path(p).name: p for p in plots or ()}
     parts = [
         f"Each method (model x explainer) at the layer and threshold chosen for it on other images: {scores.how}. "
@@ -152,6 +165,8 @@ def methods_section(scores: MethodScores, plots: list[str] | None = None) -> str
         body = [title, "", _table(["rank", "model", "method", "settings", f"{stat} [95% CI]", "n", "mean rank", "Δ vs baseline (p)"], rows)]
         flag = saturation(full["mean"], d)
         body += ["", flag] if flag else []
+        ref = reference_line(refs, metric, full["model"])
+        body += ["", ref] if ref else []
         if test is not None:
             body += ["", f"Friedman χ² = {test.statistic:.2f}, p = {test.pvalue:.2g} ({len(test.mean_ranks)} methods, {test.n} images); Nemenyi CD = {test.cd:.2f}."]
             if blk.cd_name in links:
@@ -363,6 +378,7 @@ def render(
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
     n_images = results["image_id"].nunique() if not results.empty else 0
     n_rows = len(results)
+    refs = quality_report.references(summary)
     results, summary, per_replicate, notes, quality, apart_table = _models_first(results, summary, per_replicate, notes, chance)
     out = [
         f"# {title}",
@@ -379,11 +395,11 @@ def render(
     ]
     sections = [
         ("Models", quality),
-        ("Methods at settings chosen on held-out images", methods_section(method_scores(results, seed, aggregates), plots)),
+        ("Methods at settings chosen on held-out images", methods_section(method_scores(results, seed, aggregates), plots, refs)),
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
-        ("Rankings per metric (exploratory)", rankings(summary[summary["metric"] != SANITY_METRIC], results)),
+        ("Rankings per metric (exploratory)", rankings(summary[summary["metric"] != SANITY_METRIC], results, refs=refs)),
         ("Ranking stability across replicates", stability_section(results, per_replicate)),
         ("Best threshold per method", best_thresholds(results, seed, aggregates)),
         ("Sanity check: model randomisation", sanity_table(summary)),

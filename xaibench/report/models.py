@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from xaibench.config.vocabulary import (
+    EMPTY_MASK_REFERENCE,
     MODE_SHORT,
     MODEL_ACCURACY,
     MODEL_AUROC,
@@ -19,6 +20,7 @@ from xaibench.config.vocabulary import (
     MODEL_POOLED_IOU,
     MODEL_QUALITY,
     MODEL_TRIVIAL_IOU,
+    NOT_RANKED,
 )
 from xaibench.runs.results import REPLICATE_COLUMNS
 
@@ -34,8 +36,19 @@ def quality_of(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def without_quality(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (a summary or results) without the model-quality rows: they rank no explanation."""
-    return frame[~frame["metric"].isin(MODEL_QUALITY)]
+    """``frame`` (a summary or results) without the model-level rows (the model's quality, the
+    empty mask's mIoU): they rank no explanation."""
+    return frame[~frame["metric"].isin(NOT_RANKED)]
+
+
+def references(summary: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    """(model, ranked metric) -> the summary row of the reference it is shown with (the empty
+    mask's value beside a background-inclusive mIoU, ``EMPTY_MASK_REFERENCE``)."""
+    out = {}
+    for metric, ref in EMPTY_MASK_REFERENCE.items():
+        for _, r in summary[(summary["metric"] == ref) & summary["mean"].notna()].iterrows():
+            out[(str(r["model"]), metric)] = r
+    return out
 
 
 def _row(q: pd.DataFrame, metric: str) -> pd.Series | None:

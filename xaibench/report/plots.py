@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from xaibench.config.vocabulary import MODE_LABELS, MODEL_QUALITY, SANITY_METRIC, higher_is_better  # noqa: E402
+from xaibench.config.vocabulary import MODE_LABELS, NOT_RANKED, SANITY_METRIC, higher_is_better  # noqa: E402
 from xaibench.runs.results import REPLICATE_COLUMNS, atomic_write  # noqa: E402
 
 #: a plot title per mode (cells without a perturbation are plotted as one more)
@@ -105,7 +105,7 @@ def replicate_spread(per_replicate: pd.DataFrame, out_dir: Path, top: int = 10) 
     """With replicates, one PNG per metric: its ranking's top entries (best at the top), a dot
     per replicate's statistic and a bar at their mean, a panel per mode; so one sees whether
     the leader's lead is larger than what another training run moves it by."""
-    per_replicate = per_replicate[~per_replicate["metric"].isin(MODEL_QUALITY)]  # the Models section shows them
+    per_replicate = per_replicate[~per_replicate["metric"].isin(NOT_RANKED)]  # the Models section shows them
     if per_replicate.empty or per_replicate.groupby(REPLICATE_COLUMNS).ngroups < 2:
         return []
     paths = []

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from xaibench.config.parse import Config, ModelRef, instantiate
-from xaibench.config.vocabulary import MODEL_QUALITY
+from xaibench.config.vocabulary import EMPTY_MASK_REFERENCE, MODEL_QUALITY
 from xaibench.engine import sanity as sanity_check
 from xaibench.engine.capture import PassCounter
 from xaibench.engine.devices import cuda_precision, resolve_device
@@ -70,6 +70,9 @@ class Plan:
         # every leaderboard opens with the explained model's quality: the model_* metrics join
         # every grid (one clean forward per image, shared with the maps; listing them is allowed)
         self.metric_names += [m for m in MODEL_QUALITY if m not in self.metric_names and m in registry.names("metrics")]
+        # a background-inclusive mIoU is shown beside the empty mask's (model-level, from the truth)
+        refs = [EMPTY_MASK_REFERENCE[m] for m in self.metric_names if m in EMPTY_MASK_REFERENCE]
+        self.metric_names += [m for m in dict.fromkeys(refs) if m not in self.metric_names and m in registry.names("metrics")]
         self.metrics = {
             n: instantiate(registry.get("metrics", n), config.metric_params.get(n, {}), f"{src}: [metric_params.{n}]", config.seed)
             for n in self.metric_names

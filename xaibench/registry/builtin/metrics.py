@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, RelativeIoUDrop
+from xaibench.metrics.faithfulness import Confidence, Entropy, IoUDrop, RelativeIoUDrop, TopKIoUDrop
 from xaibench.metrics.localization import (
     AUROC,
     MAE,
@@ -21,7 +21,7 @@ from xaibench.metrics.localization import (
     PooledPrecision,
     PooledRecall,
 )
-from xaibench.metrics.model_quality import QUALITY_METRICS
+from xaibench.metrics.model_quality import QUALITY_METRICS, REFERENCE_METRICS
 from xaibench.registry.hookspecs import hookimpl
 
 BUILTIN = (
@@ -29,6 +29,7 @@ BUILTIN = (
     Entropy,
     IoUDrop,
     RelativeIoUDrop,
+    TopKIoUDrop,
     LocalizationIoU,
     LocalizationPrecision,
     LocalizationRecall,
@@ -46,6 +47,7 @@ BUILTIN = (
     DeletionAUC,
     InsertionAUC,
     *QUALITY_METRICS,
+    *REFERENCE_METRICS,
 )
 
 
