@@ -142,8 +142,26 @@ def test_tiles_are_pure_functions_of_the_parameters_and_index(fake_package: Path
     assert [s.image_id for s in NeonTrees(tile=16, stride=8, downsample=1, test="scenes").split("train")][:3] == [f"{TRAIN}@r0_c{c}" for c in (0, 8, 16)]
 
 
+def test_test_columns_sample_the_whole_scene_and_no_training_tile_crosses_into_them(fake_package: Path):
+    ds = NeonTrees(tile=16, stride=8, downsample=1, test="columns", test_fraction=0.25, val_fraction=0.25)
+    assert "test='columns'" in repr(ds)
+    corners = {s: [tuple(int(v) for v in x.image_id.split("@r")[1].split("_c")) for x in ds.split(s)] for s in ("train", "val", "test")}
+    # 72 x 64: 4 tile columns; every round(1 / 0.25) = 4th from the second is test: column 1 (x 16-32), full height
+    assert sorted(corners["test"]) == [(r, 16) for r in (0, 16, 32, 48)]
+    held = set(range(16, 32))
+    for r, c in corners["train"] + corners["val"]:
+        assert not held & set(range(c, c + 16)), (r, c)  # no training or val tile overlaps a test column
+    # training runs: x 0-16 (one column) and x 32-64 (stride 8: 32, 40, 48); rows 0..40 step 8 above the val row
+    assert sorted({c for _, c in corners["train"]}) == [0, 32, 40, 48] and len(corners["train"]) == 4 * 6
+    assert sorted(corners["val"]) == [(56, 0), (56, 32), (56, 48)]
+    half = NeonTrees(tile=16, downsample=1, test="columns", test_fraction=0.5)  # every 2nd column: 1 and 3
+    assert sorted({x.image_id.rsplit("_c", 1)[1] for x in half.split("test")}) == ["16", "48"]
+    with pytest.raises(UserError, match="test_fraction = 0 of the training scenes' tile columns"):
+        NeonTrees(tile=16, downsample=1, test="columns", test_fraction=0.0).split("test")
+
+
 def test_the_contract_holds_on_the_fake_package(fake_package: Path):
-    for test in ("band", "scenes"):
+    for test in ("band", "columns", "scenes"):
         ds = check_dataset(NeonTrees, {"tile": 16, "downsample": 1, "test": test})
         assert ds.channel_mean().shape == (3,)
 
@@ -236,7 +254,7 @@ def test_the_shipped_benchmark_runs_on_the_fake_package(fake_package: Path, tmp_
     data["dataset"].update(tile=16, downsample=1)
     data["model"].update(epochs=1, encoder_depth=3, decoder_channels=[16, 8, 4])
     df = xaibench.run(parse_config(data, str(shipped)), tmp_path / "out", show_progress=False)
-    assert set(df.explainer) >= {"grad_cam", "score_cam", "random", "center_prior"} and df.image_id.nunique() == 4  # the right tile column of the 72 x 64 training scene
+    assert set(df.explainer) >= {"grad_cam", "score_cam", "random", "center_prior"} and df.image_id.nunique() == 4  # one test tile column of the 72 x 64 training scene
     assert {"pointing_game", "energy_pointing_game", "model_iou", "model_f1"} <= set(df.metric)
     board = (tmp_path / "out" / "leaderboard.md").read_text()
     assert "deepforest 2.1.0" in board and "## Models" in board

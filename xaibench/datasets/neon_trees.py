@@ -23,7 +23,10 @@ Two sources, the same tiling:
 Each scene is averaged over ``downsample`` x ``downsample`` blocks (its box mask too: a block is a
 crown where half its pixels are) and cut into ``tile`` x ``tile`` tiles. ``test = "band"``: the
 right-most ``test_fraction`` of each training scene's tile columns is test, spatially apart
-from the rest (no tile crosses the edge); ``test = "scenes"``: the other scenes are test (another
+from the rest (no tile crosses the edge); ``test = "columns"``: every ``round(1 / test_fraction)``-th
+tile column of each training scene (from the second) is test, so the test tiles sample the whole
+scene (its dense and its sparse parts) while no training tile crosses into a test column;
+``test = "scenes"``: the other scenes are test (another
 site or acquisition: a domain shift). Of the rest of each training scene, the bottom
 ``val_fraction`` of the tile rows is val and the remainder train. Training tiles are cut every
 ``stride`` pixels, val and test tiles without overlap. Tile ids are ``NAME@r{row}_c{col}`` (corner
@@ -56,7 +59,7 @@ SHIPPED = {
 LAYOUT = "ROOT/annotations/NAME.xml with ROOT/training/RGB/NAME.tif (training scenes) and ROOT/evaluation/RGB/NAME.tif (other scenes, for test = \"scenes\")"
 FOLDERS = {"train": Path("training") / "RGB", "test": Path("evaluation") / "RGB"}
 #: where the test tiles come from: a band of the training scenes, or the other scenes
-TESTS = ("band", "scenes")
+TESTS = ("band", "columns", "scenes")
 IMAGE_TYPES = (".tif", ".tiff", ".png")
 
 
@@ -81,7 +84,7 @@ class NeonTrees(TiledScenes):
         self._tiling_params(PACKAGE, root, tile, stride, test_fraction, val_fraction)
         self.downsample = check_int(NAME, "downsample", downsample, 1)
         if test not in TESTS:
-            raise UserError(f"[dataset] test = {test!r} for dataset {NAME!r} is invalid: \"band\" (the right of each training scene) or \"scenes\" (other scenes)")
+            raise UserError(f"[dataset] test = {test!r} for dataset {NAME!r} is invalid: \"band\" (the right of each training scene), \"columns\" (every few tile columns of it) or \"scenes\" (other scenes)")
         self.test = test
         self.left_out = 0  #: images of the folder without an annotation
         with io.speaking_as(NAME):
@@ -93,7 +96,7 @@ class NeonTrees(TiledScenes):
     def __repr__(self) -> str:
         source = f"root={str(self.root)!r}" if self.root else f"{PACKAGE} {package_version(PACKAGE) or '(version unknown)'}"
         extra = f", {self.left_out} image(s) without annotation left out" if self.left_out else ""
-        held = f"test='band', test_fraction={self.test_fraction:g}" if self.test == "band" else "test='scenes'"
+        held = f"test={self.test!r}, test_fraction={self.test_fraction:g}" if self.test != "scenes" else "test='scenes'"
         return f"NeonTrees({source}, tile={self.tile}, stride={self.stride}, downsample={self.downsample}, {held}, val_fraction={self.val_fraction:g}{extra})"
 
     def _shipped(self) -> dict[str, list[tuple[str, Path, Path]]]:
@@ -137,20 +140,35 @@ class NeonTrees(TiledScenes):
         t = self.tile
         for stem, image, _ in self._files["train"]:
             h, w = self._size(image)
-            right = w - (math.floor(self.test_fraction * (w // t) + 0.5) * t if self.test == "band" else 0)
             cut = h - math.floor(self.val_fraction * (h // t) + 0.5) * t
-            tiles["train"] += [Tile(stem, r, c) for r, c in origins((0, 0, cut, right), t, self.stride)]
-            tiles["val"] += [Tile(stem, r, c) for r, c in origins((cut, 0, h, right), t, t)]
-            tiles["test"] += [Tile(stem, r, c) for r, c in origins((0, right, h, w), t, t)]
+            kept, held = self._columns(w)
+            for c0, c1 in kept:  # the training part: runs of tile columns between the test columns
+                tiles["train"] += [Tile(stem, r, c) for r, c in origins((0, c0, cut, c1), t, self.stride)]
+                tiles["val"] += [Tile(stem, r, c) for r, c in origins((cut, c0, h, c1), t, t)]
+            for c0, c1 in held:
+                tiles["test"] += [Tile(stem, r, c) for r, c in origins((0, c0, h, c1), t, t)]
         for stem, image, _ in self._files.get("test", []):
             h, w = self._size(image)
             tiles["test"] += [Tile(stem, r, c) for r, c in origins((0, 0, h, w), self.tile, self.tile)]
         return tiles
 
+    def _columns(self, width: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(training, test) column ranges [c0, c1) of a training scene ``width`` pixels wide."""
+        t, n = self.tile, width // self.tile
+        if self.test == "scenes" or self.test_fraction == 0:
+            return [(0, width)], []
+        if self.test == "band":
+            right = width - math.floor(self.test_fraction * n + 0.5) * t
+            return [(0, right)], [(right, width)]
+        period = max(2, round(1 / self.test_fraction))
+        held = [(c * t, (c + 1) * t) for c in range(1, n, period)]
+        edges = [0, *(x for h in held for x in h), width]
+        return [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b > a], held
+
     def _empty(self, split: str) -> str:
         if split == "val":
             return f"{NAME}: split 'val' is empty: val_fraction = {self.val_fraction:g} of the training scenes' tile rows rounds to none"
-        if split == "test" and self.test == "band":
+        if split == "test" and self.test != "scenes":
             return f"{NAME}: split 'test' is empty: test_fraction = {self.test_fraction:g} of the training scenes' tile columns rounds to none"
         return f"{NAME}: split {split!r} is empty: its scenes hold no full tile of {self.tile} px"
 
