@@ -78,7 +78,7 @@ def explain(
             device = next((p.device for p in module.parameters()), torch.device("cpu"))
             with torch.no_grad():
                 probe = module(images[:1].to(device))
-            loaded = LoadedModel(module=module, task=infer_task(logits_of(probe)))
+            loaded = _plain(module, infer_task(logits_of(probe)))
         given = _as_list(layers)
         paths = [loaded.resolve_layer(l) for l in given]
         labels = [l if isinstance(l, str) else p for l, p in zip(given, paths)]
@@ -95,6 +95,16 @@ def explain(
     if len(result) == 1 and isinstance(methods, str) and not isinstance(layers, (list, tuple)) and not any(c in methods for c in "*?["):
         return next(iter(result.values()))
     return result
+
+
+def _plain(module: nn.Module, task) -> LoadedModel:
+    """A plain module as a LoadedModel; a segmentation-models-pytorch model gets its layer
+    aliases and tails (tail-only Ablation-CAM), as the ``torch_model`` plugin gives it."""
+    from xaibench.models import model_sources as src
+
+    if src.is_smp(module):
+        return LoadedModel(module=module, task=task, layers=src.smp_layers(module), tail=lambda path: src.smp_tail(module, path))
+    return LoadedModel(module=module, task=task)
 
 
 def run(config_or_path: Any, out: str | Path | None = None, **options: Any):

@@ -227,3 +227,16 @@ def test_train_true_trains_on_first_use_loads_the_cache_after_and_trains_again_f
 def test_logits_of_another_size_than_the_image_are_an_error(tmp_path):
     # smp's FPN upsamples its stride-4 output by 4 whatever the encoder's depth: at depth 3 the logits are 4x the image
     one_line(lambda: TorchModel(arch="FPN", encoder="resnet18", options={**SMALL_FPN, "encoder_depth": 3}, random_weights=True).load(ctx(tmp_path)), "logits of 256 x 256", "64 x 64")
+
+
+def test_a_factory_that_returns_an_smp_model_gets_its_aliases_and_tails(tmp_path, monkeypatch):
+    (tmp_path / "smp_nets.py").write_text(textwrap.dedent('''
+        import segmentation_models_pytorch as smp
+
+        def build(classes=1):
+            return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=[16, 8, 4], classes=classes)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = TorchModel(factory="smp_nets:build").load(ctx(tmp_path))
+    assert model.layers == {"decoder1": "decoder.blocks.2", "decoder2": "decoder.blocks.1"}
+    assert model.tail("decoder.blocks.2") is not None and model.tail("decoder.blocks.1") is not None

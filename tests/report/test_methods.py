@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from xaibench.report.leaderboard import methods_section, saturation
 from xaibench.report.methods import blocks, method_scores
+from xaibench.report.methods import section as methods_section
 from xaibench.report.selection import selection_groups
 from xaibench.report.stats import Pooled
 
@@ -80,13 +80,6 @@ def test_a_pooled_metric_is_reported_with_its_pool_not_the_mean_of_images():
     scores = method_scores(df, 0, {"m": pool})
     assert scores.table.iloc[0]["mean"] == 8 / (8 + 72)  # pooled, not the mean of images (0.5)
     assert scores.table.iloc[0]["statistic"] == "pooled"
-
-
-def test_a_ranking_at_a_bound_is_flagged_saturated():
-    assert "saturated: 3 of 4" in saturation(pd.Series([-0.84, -0.84, -0.84, -0.5]), "lower")
-    assert "saturated: 6 of 8" in saturation(pd.Series([-0.9209, -0.9209, -0.9208, -0.9206, -0.9201, -0.9209, -0.903, -0.88]), "lower")
-    assert saturation(pd.Series([-0.84, -0.80, -0.7, -0.5]), "lower") == ""
-    assert saturation(pd.Series([0.0242, 0.0255, 0.0266, 0.028]), "lower") == ""  # small values, apart by more than 0.001
 
 
 def test_a_metric_without_perturbation_borrows_another_models_baselines():

@@ -26,6 +26,7 @@ from xaibench.explainers.fitting import trains, unfitted_error
 from xaibench.models.base import LoadedModel, fused_parts, logits_of
 from xaibench.registry.contracts import check_map, lent, origin
 from xaibench.registry.passes import Pass
+from xaibench.util.progress import warn
 
 Pair = tuple[str, str]  # (explainer name, layer path)
 
@@ -228,6 +229,20 @@ class HeatmapEngine:
                 missing.append(pair)
         return maps, missing
 
+    def _warn_no_tail(self, pairs: list[Pair]) -> None:
+        """Once per engine, method and layer: a tail-forward explainer without the model's tail
+        there runs full forwards (the same map, slower)."""
+        seen = self.__dict__.setdefault("_no_tail_warned", set())
+        for name, layer in pairs:
+            if (name, layer) not in seen:
+                seen.add((name, layer))
+                warn(
+                    f"{name} at layer {layer!r}: the model has no tail there (the rest of the network after the layer), so each "
+                    "ablated channel costs a full forward; the maps are the same, only slower. Known families get one by "
+                    "themselves (segmentation-models-pytorch models; the smp_unet and torch_model plugins); for another, give "
+                    "xaibench.models.base.LoadedModel(..., tail=...) (docs/plugins.md)"
+                )
+
     def _shared_pass(self, images: torch.Tensor, single: list[Pair], spec, ground_truth: torch.Tensor | None):
         """The one forward (and backward, where an explainer needs gradients) for ``single``'s
         explainers: the captured layers, the resolved target, the layers' tails and the union of needs."""
@@ -242,6 +257,7 @@ class HeatmapEngine:
         uses_layer = Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.TAIL_FORWARDS
         hooked = list(dict.fromkeys(l for n, l in single if self.explainers[n].needs & uses_layer))
         tails = {l: self.model.tail(l) for n, l in single if self.explainers[n].needs & Pass.TAIL_FORWARDS}
+        self._warn_no_tail([(n, l) for n, l in single if self.explainers[n].needs & Pass.TAIL_FORWARDS and tails[l] is None])
         extra = list(dict.fromkeys(p for t in tails.values() if t is not None for p in t.extra))
         resolved: dict[str, Target] = {}
 

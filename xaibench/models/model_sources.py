@@ -178,6 +178,11 @@ def smp_tail(module: nn.Module, path: str) -> Tail | None:
     return None
 
 
+def is_smp(module: nn.Module) -> bool:
+    """Whether ``module`` is a segmentation-models-pytorch model (its class is defined there)."""
+    return type(module).__module__.startswith("segmentation_models_pytorch.") and hasattr(module, "decoder") and hasattr(module, "segmentation_head")
+
+
 def torchvision_layers(module: nn.Module) -> dict[str, str]:
     """``decoder1``: the head's last activation before its classifier convolution;
     ``encoder``: the backbone's last stage (ResNet backbones)."""

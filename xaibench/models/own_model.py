@@ -165,7 +165,7 @@ class TorchModel:
         if ctx.device.type == "cpu" and self.source in ("arch", "torchvision"):  # NHWC convolutions: ~1.4x faster on CPU
             module = module.to(memory_format=torch.channels_last)
         task = self._task(module, ctx)
-        if self.source == "arch":
+        if self.source == "arch" or src.is_smp(module):  # a factory may return an smp model too
             layers, tail, randomizable = src.smp_layers(module), (lambda path: src.smp_tail(module, path)), ("decoder", "segmentation_head")
         elif self.source == "torchvision":
             layers, tail, randomizable = src.torchvision_layers(module), _no_tail, ("classifier",)

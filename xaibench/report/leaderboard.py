@@ -23,48 +23,23 @@ import pandas as pd
 from xaibench.config.vocabulary import (
     CONFIDENCE,
     ENTROPY,
-    HIGHER,
     HIGHLIGHTED_PLUS_TARGET,
     INPUT_LAYER,
     IOU_DROP,
-    LOWER,
     MODE_LABELS,
     MODE_SHORT,
     SANITY_FLAG_ABOVE,
     SANITY_METRIC,
-    TRIVIAL_BASELINES,
     higher_is_better,
 )
+from xaibench.report import methods
 from xaibench.report import models as quality_report
+from xaibench.report.markdown import ARROW, ci, fmt, p_vs_best, pval, reference_line, saturation, table
 from xaibench.report.method_tests import holm
-from xaibench.report.methods import MethodScores, blocks, method_scores
+from xaibench.report.methods import method_scores
 from xaibench.report.selection import held_out_best_thresholds, selection_groups
 from xaibench.report.stability import ranking_stability, times_first
 from xaibench.report.stats import CELL, REPLICATE, estimate, paired_p, replicate_statistics, values_by_cell, with_replicates
-
-ARROW = {HIGHER: "↑", LOWER: "↓"}
-
-
-def _fmt(x: float, digits: int = 4) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _ci(row) -> str:
-    return f"{_fmt(row['mean'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
-
-
-def _pval(p: float | None) -> str:
-    return "–" if p is None or (isinstance(p, float) and math.isnan(p)) else (f"{p:.3f}" + (" *" if p < 0.05 else ""))
-
-
-def _p(row) -> str:
-    return "best" if row.get("best") else _pval(row.get("p_vs_best"))
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _sorted(block: pd.DataFrame) -> pd.DataFrame:
@@ -92,87 +67,25 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
                                for _, r in head.iloc[1:].iterrows()] if values is not None else []
         vs_first = holm(vs_first) if values is not None else []  # one family: the rows shown
         for i, (_, r) in enumerate(head.iterrows()):
-            row = [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", _ci(r), str(r["n"]), _p(r)]
+            row = [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci(r), str(r["n"]), p_vs_best(r)]
             if values is not None:
-                row.append("#1" if i == 0 else _pval(vs_first[i]))
+                row.append("#1" if i == 0 else pval(vs_first[i]))
             if reps > 1:
                 share = r.get("top1_share")
-                row += [_fmt(r["replicate_sd"]), times_first(share, r["replicates"])]
+                row += [fmt(r["replicate_sd"]), times_first(share, r["replicates"])]
             rows.append(row)
         stat = block["statistic"].iloc[0] if "statistic" in block else "mean"
         header = ["rank", "model", "explainer", "layer", "threshold", f"{stat} [95% CI]", "n", "p vs best"] + (["p vs #1"] if values is not None else [])
         header += ["sd across replicates", "#1 in"] if reps > 1 else []
         flag = saturation(block["mean"], block["direction"].iloc[0])
         ref = reference_line(refs, metric, block["model"])
-        parts.append(title + "\n\n" + _table(header, rows) + "".join(f"\n\n{x}" for x in (flag, ref) if x))
+        parts.append(title + "\n\n" + table(header, rows) + "".join(f"\n\n{x}" for x in (flag, ref) if x))
     note = (
         "Exploratory: cells (method x layer x threshold) ranked on the same images that their settings were picked on, "
         "so the top of each ranking is optimistic; the Methods section is the headline. p-values are Holm-corrected: "
         "`p vs best` over every comparison of the metric and mode, `p vs #1` over the rows shown."
     )
     return "\n\n".join([note, *parts]) if parts else ""
-
-
-def saturation(means: pd.Series, direction: str) -> str:
-    """A warning when at least half of a ranking's entries (and 3 or more) sit at its best value
-    (within 0.001, the tables' last digit): the metric is at a bound there (e.g. an IoU drop at
-    minus the clean IoU: everything removed) and ranks ties and noise."""
-    means = means.dropna()
-    if len(means) < 3:
-        return ""
-    best = means.max() if higher_is_better(direction) else means.min()
-    tied = int(np.isclose(means, best, rtol=0, atol=1e-3).sum())
-    if tied < 3 or tied * 2 < len(means):
-        return ""
-    return f"> ⚠ saturated: {tied} of {len(means)} entries sit within 0.001 of the best value {_fmt(float(best))}, a bound of the metric; it does not separate them."
-
-
-def reference_line(refs: dict | None, metric: str, models) -> str:
-    """The empty mask's value beside a background-inclusive mIoU, per model (``refs``:
-    :func:`xaibench.report.models.references`); "" for other metrics."""
-    got = [(m, refs[(m, metric)]) for m in sorted(set(models)) if refs and (m, metric) in refs]
-    if not got:
-        return ""
-    values = ", ".join(f"{_ci(r)}" + (f" ({m})" if len(got) > 1 else "") for m, r in got)
-    return (f"> The empty mask (no object anywhere) scores {values} on these images: this mIoU counts the background, "
-            "so a map says something about the object only above that.")
-
-
-def methods_section(scores: MethodScores, plots: list[str] | None = None, refs: dict | None = None) -> str:
-    """The headline: per metric and mode, each method at its held-out setting, its difference from
-    the better trivial baseline, the Friedman test with mean ranks and a link to its CD diagram
-    (and, beside an mIoU, the empty mask's value: ``refs``)."""
-    links = {Path(p).name: p for p in plots or ()}
-    parts = [
-        f"Each method (model x explainer) at the layer and threshold chosen for it on other images: {scores.how}. "
-        "`settings`: the chosen settings (groups that chose each). `Δ vs baseline`: the mean paired difference from the better "
-        "trivial baseline (`random` or `center_prior`) on the same images, with its Wilcoxon p, Holm-corrected over the block's "
-        "methods; `✗` marks a method that does not beat it. `mean rank`: over the images every ranked method scored (1 = best), "
-        "Friedman test and Nemenyi critical difference below each table. Entries scored on fewer images are listed after the "
-        "others, never ranked above them."
-    ]
-    for blk in blocks(scores):
-        full, fewer, test, metric, pert = blk.full, blk.fewer, blk.test, blk.metric, blk.perturbation
-        d = full["direction"].iloc[0]
-        rows = []
-        for i, (idx, r) in enumerate(pd.concat([full, fewer]).iterrows()):
-            rank = str(i + 1) if idx in full.index else f"– (n < {int(full['n'].max())})"
-            mr = _fmt(float(test.mean_ranks.get(blk.labels[idx], np.nan)), 2) if test is not None else "–"
-            vs = "baseline" if r["explainer"] in TRIVIAL_BASELINES else ("–" if not r["baseline"] else f"{_fmt(r['vs_baseline'])} ({_pval(r['p_vs_baseline'])})" + ("" if r["beats_baseline"] else " ✗"))
-            rows.append([rank, r["model"], r["explainer"], r["settings"], _ci(r), str(r["n"]), mr, vs])
-        stat = full["statistic"].iloc[0]
-        title = f"### {metric}" + (f" — {MODE_LABELS.get(pert, pert)}" if pert else "") + f" ({d} is better {ARROW[d]})"
-        body = [title, "", _table(["rank", "model", "method", "settings", f"{stat} [95% CI]", "n", "mean rank", "Δ vs baseline (p)"], rows)]
-        flag = saturation(full["mean"], d)
-        body += ["", flag] if flag else []
-        ref = reference_line(refs, metric, full["model"])
-        body += ["", ref] if ref else []
-        if test is not None:
-            body += ["", f"Friedman χ² = {test.statistic:.2f}, p = {test.pvalue:.2g} ({len(test.mean_ranks)} methods, {test.n} images); Nemenyi CD = {test.cd:.2f}."]
-            if blk.cd_name in links:
-                body += ["", f"![critical differences: {metric} {pert}]({links[blk.cd_name]})"]
-        parts.append("\n".join(body))
-    return "\n\n".join(parts) if len(parts) > 1 else ""
 
 
 def best_per_mode(summary: pd.DataFrame) -> str:
@@ -194,9 +107,9 @@ def best_per_mode(summary: pd.DataFrame) -> str:
                 continue
             key = (tb.iloc[0]["model"], tb.iloc[0]["explainer"], tb.iloc[0]["layer"], thr, mode)
             c, e = (indexed[m].loc[key] if key in indexed[m].index else None for m in (CONFIDENCE, ENTROPY))
-            rows.append([thr, key[0], key[1], key[2], _ci(c) if c is not None else "–", _ci(e) if e is not None else "–"])
+            rows.append([thr, key[0], key[1], key[2], ci(c) if c is not None else "–", ci(e) if e is not None else "–"])
         d = block["direction"].iloc[0]
-        parts.append(f"### {MODE_LABELS.get(mode, mode)} (ranked by {metric}, {d} is better)\n\n" + _table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
+        parts.append(f"### {MODE_LABELS.get(mode, mode)} (ranked by {metric}, {d} is better)\n\n" + table(["threshold", "model", "best method", "layer", "confidence [95% CI]", "entropy [95% CI]"], rows))
     return "\n\n".join(parts)
 
 
@@ -212,8 +125,8 @@ def iou_drop_ranking(results: pd.DataFrame, seed: int = 0) -> str:
         mean, lo, hi, _ = estimate(g, seed)
         rows.append((mean, mo, e, l, lo, hi, int(g["value"].notna().sum())))
     rows.sort(key=lambda r: (math.isnan(r[0]), r[0]))
-    body = [[str(i + 1), mo, e, l, f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]", str(n)] for i, (m, mo, e, l, lo, hi, n) in enumerate(rows)]
-    return _table(["rank", "model", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)
+    body = [[str(i + 1), mo, e, l, f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]", str(n)] for i, (m, mo, e, l, lo, hi, n) in enumerate(rows)]
+    return table(["rank", "model", "explainer", "layer", "IoU drop [95% CI] (lower is better)", "n"], body)
 
 
 def layer_comparison(summary: pd.DataFrame) -> str:
@@ -236,11 +149,11 @@ def layer_comparison(summary: pd.DataFrame) -> str:
         better = (max(finite)[1] if higher_is_better(d) else min(finite)[1]) if len(finite) > 1 else "–"
         if len(finite) < 2:
             continue  # a model measured at one layer has nothing to compare
-        rows.append([mo, e, m + (f" ({MODE_SHORT.get(p, p)})" if p else ""), *[_fmt(v) for v in vals], better])
-    return _table(["model", "explainer", "metric", *layers, "better"], rows) if rows else ""
+        rows.append([mo, e, m + (f" ({MODE_SHORT.get(p, p)})" if p else ""), *[fmt(v) for v in vals], better])
+    return table(["model", "explainer", "metric", *layers, "better"], rows) if rows else ""
 
 
-def sanity_table(summary: pd.DataFrame) -> str:
+def sanitytable(summary: pd.DataFrame) -> str:
     """Rank correlation of each method's maps with those of a randomised model; flags the insensitive."""
 
     block = summary[summary["metric"] == SANITY_METRIC].sort_values("mean")
@@ -249,12 +162,12 @@ def sanity_table(summary: pd.DataFrame) -> str:
     rows = []
     for _, r in block.iterrows():
         flag = "⚠ insensitive to the model" if r["mean"] > SANITY_FLAG_ABOVE else "passes"
-        rows.append([r["model"], r["explainer"], r["layer"], _ci(r), flag])
+        rows.append([r["model"], r["explainer"], r["layer"], ci(r), flag])
     note = (
         f"Spearman correlation between each image's map and the map of the same method on a model whose top layers were "
         f"re-initialised (Adebayo et al. 2018). Lower is better; above {SANITY_FLAG_ABOVE} the method is flagged."
     )
-    return note + "\n\n" + _table(["model", "explainer", "layer", "rank correlation [95% CI]", "verdict"], rows)
+    return note + "\n\n" + table(["model", "explainer", "layer", "rank correlation [95% CI]", "verdict"], rows)
 
 
 def best_thresholds(results: pd.DataFrame, seed: int = 0, aggregates: dict | None = None) -> str:
@@ -268,13 +181,13 @@ def best_thresholds(results: pd.DataFrame, seed: int = 0, aggregates: dict | Non
         chosen = ", ".join(f"{t} ({c}/{sum(r['chosen'].values())})" for t, c in sorted(r["chosen"].items(), key=lambda kv: -kv[1]))
         p = r["perturbation"]
         metric = r["metric"] + (f" ({MODE_SHORT.get(p, p)})" if p else "")
-        rows.append([r["model"], r["explainer"], r["layer"], metric, chosen, _ci(r), f"{r['in_sample_threshold']}: {_fmt(r['in_sample_mean'])}"])
+        rows.append([r["model"], r["explainer"], r["layer"], metric, chosen, ci(r), f"{r['in_sample_threshold']}: {fmt(r['in_sample_mean'])}"])
     _, how = selection_groups(results, seed)
     note = (
         f"The best threshold is {how}; `held-out mean` is what the chosen thresholds score on the images they were not "
         "chosen on, `in-sample` the best threshold on all images and its (optimistic) mean."
     )
-    return note + "\n\n" + _table(["model", "explainer", "layer", "metric", "chosen threshold (groups)", "held-out mean [95% CI]", "in-sample"], rows)
+    return note + "\n\n" + table(["model", "explainer", "layer", "metric", "chosen threshold (groups)", "held-out mean [95% CI]", "in-sample"], rows)
 
 
 def _entry(e: tuple, with_model: bool = True) -> str:
@@ -299,7 +212,7 @@ def stability_section(results: pd.DataFrame, per_replicate: pd.DataFrame | None 
         top1 = "; ".join(f"{_entry(e, many)} ({c}/{s.replicates})" for e, c in sorted(s.top1.items(), key=lambda kv: -kv[1]))
         swaps = "; ".join(f"{_entry(a, many)} ↔ {_entry(b, many)} ({c}/{s.replicates})" for a, b, c in s.swaps[:5]) or "none"
         name = s.metric + (f" — {MODE_SHORT.get(s.perturbation, s.perturbation)}" if s.perturbation else "")
-        rows.append([name, str(s.replicates), str(s.entries), _fmt(s.w, 3), _fmt(s.tau, 3), top1, swaps])
+        rows.append([name, str(s.replicates), str(s.entries), fmt(s.w, 3), fmt(s.tau, 3), top1, swaps])
     note = (
         "Each ranking ranked again in every replicate (its own trained models; with folds, on its own held-out images). "
         "Kendall's W: agreement of the replicates' rankings over all entries (1 = identical, 0 = none); "
@@ -307,7 +220,7 @@ def stability_section(results: pd.DataFrame, per_replicate: pd.DataFrame | None 
         "`swaps`: pairs of the overall top 10 (the better one first) whose order flips, and in how many replicates."
     )
     header = ["ranking", "replicates", "entries", "Kendall's W", "mean τ", "#1 (replicates)", "swaps (up to 5)"]
-    return note + "\n\n" + _table(header, rows)
+    return note + "\n\n" + table(header, rows)
 
 
 def _input_layer_line(results: pd.DataFrame) -> list[str]:
@@ -395,14 +308,14 @@ def render(
     ]
     sections = [
         ("Models", quality),
-        ("Methods at settings chosen on held-out images", methods_section(method_scores(results, seed, aggregates), plots, refs)),
+        ("Methods at settings chosen on held-out images", methods.section(method_scores(results, seed, aggregates), plots, refs)),
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),
         ("Rankings per metric (exploratory)", rankings(summary[summary["metric"] != SANITY_METRIC], results, refs=refs)),
         ("Ranking stability across replicates", stability_section(results, per_replicate)),
         ("Best threshold per method", best_thresholds(results, seed, aggregates)),
-        ("Sanity check: model randomisation", sanity_table(summary)),
+        ("Sanity check: model randomisation", sanitytable(summary)),
         ("Explanations of models at chance (not ranked)", apart_table),
     ]
     for name, body in sections:

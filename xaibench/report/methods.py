@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from xaibench.config.vocabulary import SANITY_METRIC, TRIVIAL_BASELINES, best_label, higher_is_better
+from xaibench.config.vocabulary import MODE_LABELS, SANITY_METRIC, TRIVIAL_BASELINES, best_label, higher_is_better
+from xaibench.report.markdown import ARROW, ci, fmt, pval, reference_line, saturation, table
 from xaibench.report.method_tests import Friedman, friedman, holm
 from xaibench.report.selection import selection_groups
 from xaibench.report.stats import Aggregate, Pooled, estimate, paired_p, statistic_of, with_replicates
@@ -177,3 +179,40 @@ def ranked(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     higher = higher_is_better(block["direction"].iloc[0])
     order = lambda b: b.sort_values("mean", ascending=not higher, kind="stable")  # noqa: E731
     return order(block[full]), order(block[~full])
+
+
+def section(scores: MethodScores, plots: list[str] | None = None, refs: dict | None = None) -> str:
+    """The headline: per metric and mode, each method at its held-out setting, its difference from
+    the better trivial baseline, the Friedman test with mean ranks and a link to its CD diagram
+    (and, beside an mIoU, the empty mask's value: ``refs``)."""
+    links = {Path(p).name: p for p in plots or ()}
+    parts = [
+        f"Each method (model x explainer) at the layer and threshold chosen for it on other images: {scores.how}. "
+        "`settings`: the chosen settings (groups that chose each). `Δ vs baseline`: the mean paired difference from the better "
+        "trivial baseline (`random` or `center_prior`) on the same images, with its Wilcoxon p, Holm-corrected over the block's "
+        "methods; `✗` marks a method that does not beat it. `mean rank`: over the images every ranked method scored (1 = best), "
+        "Friedman test and Nemenyi critical difference below each table. Entries scored on fewer images are listed after the "
+        "others, never ranked above them."
+    ]
+    for blk in blocks(scores):
+        full, fewer, test, metric, pert = blk.full, blk.fewer, blk.test, blk.metric, blk.perturbation
+        d = full["direction"].iloc[0]
+        rows = []
+        for i, (idx, r) in enumerate(pd.concat([full, fewer]).iterrows()):
+            rank = str(i + 1) if idx in full.index else f"– (n < {int(full['n'].max())})"
+            mr = fmt(float(test.mean_ranks.get(blk.labels[idx], np.nan)), 2) if test is not None else "–"
+            vs = "baseline" if r["explainer"] in TRIVIAL_BASELINES else ("–" if not r["baseline"] else f"{fmt(r['vs_baseline'])} ({pval(r['p_vs_baseline'])})" + ("" if r["beats_baseline"] else " ✗"))
+            rows.append([rank, r["model"], r["explainer"], r["settings"], ci(r), str(r["n"]), mr, vs])
+        stat = full["statistic"].iloc[0]
+        title = f"### {metric}" + (f" — {MODE_LABELS.get(pert, pert)}" if pert else "") + f" ({d} is better {ARROW[d]})"
+        body = [title, "", table(["rank", "model", "method", "settings", f"{stat} [95% CI]", "n", "mean rank", "Δ vs baseline (p)"], rows)]
+        flag = saturation(full["mean"], d)
+        body += ["", flag] if flag else []
+        ref = reference_line(refs, metric, full["model"])
+        body += ["", ref] if ref else []
+        if test is not None:
+            body += ["", f"Friedman χ² = {test.statistic:.2f}, p = {test.pvalue:.2g} ({len(test.mean_ranks)} methods, {test.n} images); Nemenyi CD = {test.cd:.2f}."]
+            if blk.cd_name in links:
+                body += ["", f"![critical differences: {metric} {pert}]({links[blk.cd_name]})"]
+        parts.append("\n".join(body))
+    return "\n\n".join(parts) if len(parts) > 1 else ""
