@@ -117,6 +117,16 @@ class TorchModel:
             return [f"model.torchscript {str(Path(self.spec).expanduser())!r}: the compiled code saved in that file runs on every forward"]
         return []
 
+    def weight_files(self) -> list[str]:
+        """The files the weights come from (a resumed run refuses when one changed,
+        :mod:`xaibench.runs.model_files`): the checkpoint, the TorchScript file, the factory's source."""
+        files = [self.checkpoint] if self.checkpoint else []
+        if self.source == "torchscript":
+            files.append(self.spec)
+        if self.source == "factory":
+            files.append(src.code_of(self.spec))
+        return files
+
     def _classes(self, dataset) -> int:
         return self.classes or (1 if getattr(dataset, "num_classes", 2) <= 2 else dataset.num_classes)
 

@@ -62,6 +62,7 @@ def run_manifest(config: Config, p, registry: Registry, dev, timings: dict, coun
         "passes": vars(counter),
         "cells": len(p.cells),
         "layers": getattr(p, "layer_paths", {}),
+        "model_files": getattr(p, "model_files", {}),
         "images": len({s.image_id for d in data for s in d.samples}),
         "replicates": [{"fold": d.replicate.fold_label, "seed": d.replicate.seed, "images": len(d.samples)} for d in data],
         **({"folds": folds} if folds else {}),

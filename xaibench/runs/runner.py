@@ -32,7 +32,7 @@ from xaibench.report import console as report
 from xaibench.report import plots, provenance, publish
 from xaibench.report.models import at_chance, ranked_results
 from xaibench.report.stats import metric_aggregates, summary_of
-from xaibench.runs import budget
+from xaibench.runs import budget, model_files
 from xaibench.runs.executors import Unit, run_local, run_ray
 from xaibench.runs.manifest import run_manifest
 from xaibench.runs.replicates import ReplicateData, fold_splits, replicate_data, replicates
@@ -111,6 +111,8 @@ class Plan:
             if n not in used_explainers:
                 raise UserError(f"{src}: [explainer_params.{n}]: {n!r} is not an explainer of this benchmark ({', '.join(sorted(used_explainers))})")
         self.cells = [c for m in self.models for c in m.cells]
+        #: model label -> fingerprints of the files its weights come from (:mod:`xaibench.runs.model_files`)
+        self.model_files = {m.ref.label: model_files.fingerprint(m.plugin) for m in self.models}
         self.used = [("explainers", n) for n in sorted(used_explainers)] + [("metrics", n) for n in self.metrics]
         self.used += [("datasets", config.dataset.name)] + [("models", n) for n in dict.fromkeys([m.ref.name for m in self.models] + sorted(self.loaded_models))]
 
@@ -213,6 +215,7 @@ def run_benchmark(
                     "use --fresh to start over or --out for a new directory"
                 )
             _check_params_unchanged(config, manifest)
+            _check_weights_unchanged(p, manifest, out_dir)
             # non-finite counts of the batches scored before a resume still describe the table
             timings.update({k: v for k, v in ((manifest or {}).get("timings") or {}).items() if k.startswith("non_finite_")})
             if p.fresh_maps and p.fresh_maps is not True:
@@ -313,6 +316,20 @@ def _check_params_unchanged(config: Config, manifest: dict | None) -> None:
         _refuse_changed(
             config, lambda name, table=table: f"[{table}.{name}]", before, now,
             lambda name, before=before, now=now: name in before and name in now or _used_before(old, name),
+        )
+
+
+def _check_weights_unchanged(p: Plan, manifest: dict | None, out_dir: Path) -> None:
+    """Resuming after a model's checkpoint (or other weight file) changed would keep the old
+    model's rows under the new one's name: refuse, naming the model and the file."""
+    if not manifest or "model_files" not in manifest:
+        return
+    diff = model_files.changed(manifest["model_files"], p.model_files)
+    if diff:
+        label, path = diff
+        raise UserError(
+            f"{p.config.source}: model {label!r}: {path!r} has changed since the results in {str(out_dir)!r} were made "
+            "(its rows are of the previous weights); use --fresh to score the new weights, or --out for another directory"
         )
 
 
