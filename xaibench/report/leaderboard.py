@@ -153,7 +153,7 @@ def layer_comparison(summary: pd.DataFrame) -> str:
     return table(["model", "explainer", "metric", *layers, "better"], rows) if rows else ""
 
 
-def sanitytable(summary: pd.DataFrame) -> str:
+def sanity_table(summary: pd.DataFrame) -> str:
     """Rank correlation of each method's maps with those of a randomised model; flags the insensitive."""
 
     block = summary[summary["metric"] == SANITY_METRIC].sort_values("mean")
@@ -173,11 +173,11 @@ def sanitytable(summary: pd.DataFrame) -> str:
 def best_thresholds(results: pd.DataFrame, seed: int = 0, aggregates: dict | None = None) -> str:
     """For metrics measured at several numeric thresholds: each method's best threshold, chosen
     on other images than those it is reported on (:mod:`xaibench.report.selection`)."""
-    table = held_out_best_thresholds(results, seed, aggregates=aggregates)
-    if table.empty:
+    chosen_table = held_out_best_thresholds(results, seed, aggregates=aggregates)
+    if chosen_table.empty:
         return ""
     rows = []
-    for _, r in table.iterrows():
+    for _, r in chosen_table.iterrows():
         chosen = ", ".join(f"{t} ({c}/{sum(r['chosen'].values())})" for t, c in sorted(r["chosen"].items(), key=lambda kv: -kv[1]))
         p = r["perturbation"]
         metric = r["metric"] + (f" ({MODE_SHORT.get(p, p)})" if p else "")
@@ -315,7 +315,7 @@ def render(
         ("Rankings per metric (exploratory)", rankings(summary[summary["metric"] != SANITY_METRIC], results, refs=refs)),
         ("Ranking stability across replicates", stability_section(results, per_replicate)),
         ("Best threshold per method", best_thresholds(results, seed, aggregates)),
-        ("Sanity check: model randomisation", sanitytable(summary)),
+        ("Sanity check: model randomisation", sanity_table(summary)),
         ("Explanations of models at chance (not ranked)", apart_table),
     ]
     for name, body in sections:
