@@ -106,3 +106,14 @@ def test_the_empty_mask_scores_what_the_miou_metrics_give_an_empty_binary_map():
     ctx.binary = torch.zeros(3, 8, 8, dtype=torch.bool)
     ctx.target = Target(torch.ones(3, dtype=torch.long), None, torch.ones(3, dtype=torch.long))
     assert torch.allclose(LocalizationMIoU().compute(ctx), Q.EmptyMaskMIoU().compute(ctx))
+
+
+def test_the_empty_mask_scores_only_images_with_the_object_when_its_miou_does():
+    gt = torch.zeros(2, 8, 8, dtype=torch.long)
+    gt[0, 2:4, 2:6] = 1  # image 1 has no object
+    ctx = _ctx(_seg_logits(gt == 1), gt)
+    got = Q.EmptyMaskMIoU(images="with_object").compute(ctx)
+    assert abs(float(got[0]) - 56 / 64 / 2) < 1e-6 and math.isnan(float(got[1]))
+    counts = Q.EmptyMaskPooledMIoU(images="with_object").compute(ctx)
+    assert all(math.isnan(float(v[1])) for v in counts.values())  # NaN counts: image 1 left out of the pool
+    assert abs(float(Q.EmptyMaskPooledMIoU.pool({k: v[:1].numpy() for k, v in counts.items()})[0]) - (56 / 64) / 2) < 1e-9

@@ -388,3 +388,11 @@ def test_the_plan_adds_the_empty_masks_miou_beside_a_background_inclusive_miou_o
     cfg.write_text(tiny_config.read_text().replace('metrics = ["confidence", "iou_drop"]', 'metrics = ["confidence", "pooled_miou"]'))
     assert "empty_mask_pooled_miou" in plan(load_config(cfg)).metric_names
     assert "empty_mask_miou" not in plan(load_config(cfg)).metric_names
+
+
+def test_the_empty_mask_reference_scores_the_images_its_miou_scores(tiny_config, tmp_path):
+    from xaibench.runs.runner import plan
+
+    cfg = tmp_path / "miou.toml"
+    cfg.write_text(tiny_config.read_text().replace('metrics = ["confidence", "iou_drop"]', 'metrics = ["localization_miou"]') + '\n[metric_params.localization_miou]\nimages = "with_object"\n')
+    assert plan(load_config(cfg)).metrics["empty_mask_miou"].images == "with_object"

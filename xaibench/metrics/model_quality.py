@@ -41,7 +41,7 @@ from xaibench.config.vocabulary import (
 )
 from xaibench.engine.targets import probabilities
 from xaibench.metrics.base import MetricContext
-from xaibench.metrics.localization import miou_from_counts
+from xaibench.metrics.localization import IMAGES, miou_from_counts
 
 NAN = float("nan")
 
@@ -249,26 +249,43 @@ def _empty_mask_counts(ctx: MetricContext) -> dict[str, torch.Tensor]:
     return {"tp": zero, "fp": zero, "fn": positives, "tn": truth.shape[1] - positives}
 
 
-class EmptyMaskMIoU(_Quality):
+class _EmptyMask(_Quality):
+    """``images``: as the mIoU it stands beside (the runner passes that metric's): ``"all"``, or
+    ``"with_object"`` (NaN on an image without the target class: the image left out)."""
+
+    def __init__(self, images: str = "all"):
+        if images not in IMAGES:
+            raise ValueError(f"images must be one of {', '.join(IMAGES)}, got {images!r}")
+        self.images = images
+
+    def _counts(self, ctx: MetricContext) -> dict[str, torch.Tensor]:
+        counts = _empty_mask_counts(ctx)
+        if self.images == "with_object":
+            without = counts["fn"] == 0  # the truth has no pixel of the target class
+            counts = {k: torch.where(without, torch.full_like(v, NAN), v) for k, v in counts.items()}
+        return counts
+
+
+class EmptyMaskMIoU(_EmptyMask):
     """The per-image mIoU (``localization_miou``) of the empty mask: (0 + (N - P) / N) / 2 on an
     image with P of its N pixels in the object, 1 on an image without it."""
 
     name = EMPTY_MASK_MIOU
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        counts = {k: v.numpy() for k, v in _empty_mask_counts(ctx).items()}
+        counts = {k: v.numpy() for k, v in self._counts(ctx).items()}
         with np.errstate(divide="ignore", invalid="ignore"):
             return torch.from_numpy(miou_from_counts(counts)).float()
 
 
-class EmptyMaskPooledMIoU(_Quality):
+class EmptyMaskPooledMIoU(_EmptyMask):
     """The pooled mIoU (``pooled_miou``) of the empty mask over the scored images."""
 
     name = EMPTY_MASK_POOLED_MIOU
     pool = staticmethod(miou_from_counts)
 
     def compute(self, ctx: MetricContext) -> dict[str, torch.Tensor]:
-        return _empty_mask_counts(ctx)
+        return self._counts(ctx)
 
 
 #: the empty mask's mIoU metrics (the references of ``EMPTY_MASK_REFERENCE``)

@@ -73,10 +73,11 @@ class Plan:
         # a background-inclusive mIoU is shown beside the empty mask's (model-level, from the truth)
         refs = [EMPTY_MASK_REFERENCE[m] for m in self.metric_names if m in EMPTY_MASK_REFERENCE]
         self.metric_names += [m for m in dict.fromkeys(refs) if m not in self.metric_names and m in registry.names("metrics")]
-        self.metrics = {
-            n: instantiate(registry.get("metrics", n), config.metric_params.get(n, {}), f"{src}: [metric_params.{n}]", config.seed)
-            for n in self.metric_names
-        }
+        params = {n: config.metric_params.get(n, {}) for n in self.metric_names}
+        for n, ref in EMPTY_MASK_REFERENCE.items():  # the reference scores the images its mIoU scores
+            if ref in params and "images" in params.get(n, {}):
+                params[ref] = {"images": params[n]["images"], **params[ref]}
+        self.metrics = {n: instantiate(registry.get("metrics", n), params[n], f"{src}: [metric_params.{n}]", config.seed) for n in self.metric_names}
         for n in config.metric_params:
             if n not in self.metrics:
                 raise UserError(f"{src}: [metric_params.{n}]: {n!r} is not a metric of grid.metrics ({', '.join(self.metric_names)})")
