@@ -16,7 +16,10 @@ def test_the_reference_line_names_the_empty_masks_value_per_model_and_only_for_k
     row = pd.Series({"mean": 0.47, "ci_low": 0.46, "ci_high": 0.48})
     one = reference_line({("m", "pooled_miou"): row}, "pooled_miou", ["m", "m"])
     assert "The empty mask (no object anywhere) scores 0.4700 [0.4600, 0.4800]" in one and "(m)" not in one
-    two = reference_line({("a", "pooled_miou"): row, ("b", "pooled_miou"): row}, "pooled_miou", ["a", "b"])
-    assert "(a)" in two and "(b)" in two
+    same = reference_line({("a", "pooled_miou"): row, ("b", "pooled_miou"): row}, "pooled_miou", ["a", "b"])
+    assert same == one  # the same images, the same value: said once
+    other = pd.Series({"mean": 0.5, "ci_low": 0.49, "ci_high": 0.51})
+    two = reference_line({("a", "pooled_miou"): row, ("b", "pooled_miou"): other}, "pooled_miou", ["a", "b"])
+    assert "0.4700 [0.4600, 0.4800] (a)" in two and "0.5000 [0.4900, 0.5100] (b)" in two
     assert reference_line({("m", "pooled_miou"): row}, "localization_iou", ["m"]) == ""
     assert reference_line(None, "pooled_miou", ["m"]) == ""

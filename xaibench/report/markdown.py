@@ -55,6 +55,7 @@ def reference_line(refs: dict | None, metric: str, models) -> str:
     got = [(m, refs[(m, metric)]) for m in sorted(set(models)) if refs and (m, metric) in refs]
     if not got:
         return ""
-    values = ", ".join(f"{ci(r)}" + (f" ({m})" if len(got) > 1 else "") for m, r in got)
+    same = len({ci(r) for _, r in got}) == 1  # the truth's, not the model's: usually one value
+    values = ci(got[0][1]) if same else ", ".join(f"{ci(r)} ({m})" for m, r in got)
     return (f"> The empty mask (no object anywhere) scores {values} on these images: this mIoU counts the background, "
             "so a map says something about the object only above that.")
