@@ -103,6 +103,7 @@ class HeatmapEngine:
         #: overwrite their cache entries (``--fresh``, ``--fresh-maps``); a composite of one of
         #: them is computed again too. What this engine stored itself it reads as usual.
         self.recompute = True if recompute is True else frozenset(recompute or ())
+        self._no_tail_warned: set[Pair] = set()  # (explainer, layer) pairs told they have no tail
         self._stored: set[str] = set()
 
     # -- planning -------------------------------------------------------------------------
@@ -232,10 +233,9 @@ class HeatmapEngine:
     def _warn_no_tail(self, pairs: list[Pair]) -> None:
         """Once per engine, method and layer: a tail-forward explainer without the model's tail
         there runs full forwards (the same map, slower)."""
-        seen = self.__dict__.setdefault("_no_tail_warned", set())
         for name, layer in pairs:
-            if (name, layer) not in seen:
-                seen.add((name, layer))
+            if (name, layer) not in self._no_tail_warned:
+                self._no_tail_warned.add((name, layer))
                 warn(
                     f"{name} at layer {layer!r}: the model has no tail there (the rest of the network after the layer), so each "
                     "ablated channel costs a full forward; the maps are the same, only slower. Known families get one by "

@@ -85,15 +85,18 @@ class IoUDrop:
         return after - before
 
 
-def _ious(ctx: MetricContext, name: str, perturbed: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-image IoU with the ground truth of the prediction on the clean and (``perturbed``) the
-    perturbed input."""
+def _target_truth(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's target class [B, 1, 1] and its ground-truth mask [B, H, W], on the logits' device."""
     if ctx.ground_truth is None or ctx.logits.ndim != 4:
         raise ValueError(f"{name} needs a segmentation model and ground-truth masks")
     cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
-    truth = ctx.ground_truth.to(ctx.logits.device) == cls
-    after = binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth) if perturbed else None
-    return binary_iou(predicted_classes(ctx.logits) == cls, truth), after
+    return cls, ctx.ground_truth.to(ctx.logits.device) == cls
+
+
+def _ious(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image IoU with the ground truth of the prediction on the clean and the perturbed input."""
+    cls, truth = _target_truth(ctx, name)
+    return binary_iou(predicted_classes(ctx.logits) == cls, truth), binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
 
 
 class RelativeIoUDrop(IoUDrop):
@@ -126,13 +129,13 @@ class TopKIoUDrop:
         self.percents = percents
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        before, _ = _ious(ctx, self.name, perturbed=False)
+        cls, truth = _target_truth(ctx, self.name)
+        before = binary_iou(predicted_classes(ctx.logits) == cls, truth)
         heat = ctx.heatmap.to(ctx.images.device)
         inputs = torch.cat([perturb(ctx.images, ~top_fraction(heat, k), ctx.fill) for k in self.percents])
-        cls = ctx.target.class_ids.to(ctx.logits.device)[:, None, None]
-        truth = (ctx.ground_truth.to(ctx.logits.device) == cls).repeat(len(self.percents), 1, 1)
-        after = binary_iou(predicted_classes(ctx.forward(inputs)).to(truth.device) == cls.repeat(len(self.percents), 1, 1), truth)
-        drop = (after.reshape(len(self.percents), -1) - before[None].to(after.device)).mean(0)
+        n = len(self.percents)  # the inputs are the percents' batches one after the other
+        after = binary_iou(predicted_classes(ctx.forward(inputs)).to(truth.device) == cls.repeat(n, 1, 1), truth.repeat(n, 1, 1))
+        drop = (after.reshape(n, -1) - before[None]).mean(0)
         flat = heat.flatten(1)
         blank = (flat.amax(1) - flat.amin(1)) <= 0
         return torch.where(blank.to(drop.device), torch.full_like(drop, float("nan")), drop)
