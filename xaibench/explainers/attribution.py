@@ -10,7 +10,8 @@ then goes through the same min-max normalisation, thresholds, perturbations and 
 Costs per batch of B images (see docs/explainers.md): Saliency and Input x Gradient read the
 input gradient of the ONE shared backward (free beside the CAMs); Integrated Gradients costs
 ``n_steps`` forwards and backwards per image, GradientSHAP ``n_samples``, Occlusion one forward
-per window position, DeepLift and Guided Backprop one (modified) backward. Steps, samples and
+per window position, DeepLift and Guided Backprop one (modified) backward (Guided Grad-CAM's
+Guided Backprop is the same one, computed once per batch). Steps, samples and
 windows are batched, at most ``[run] chunk_size`` rows per forward.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 
@@ -290,9 +292,22 @@ class GuidedBackprop(_Attribution):
         return guided_backprop(ctx.scorer, x, idx)
 
 
+#: scorer (one batch of one engine run) -> (inputs, their key, Guided Backprop attribution)
+_GUIDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def guided_backprop(scorer: torch.nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Captum's Guided Backprop of ``scorer`` at ``x``, computed once per batch: Guided Backprop's
+    and Guided Grad-CAM's maps of a batch read the same attribution (the same scorer, images and
+    rows), as the shared pass is read by every CAM. Kept while the scorer lives; not to be written."""
+    key = (x.data_ptr(), x.shape, x.stride(), x.dtype, x.device, x._version, idx.tolist())
+    memo = _GUIDED.get(scorer)
+    if memo is not None and memo[1] == key:
+        return memo[2].clone()
     with _no_inplace(scorer):
-        return captum_attr.GuidedBackprop(scorer).attribute(x, additional_forward_args=(idx,))
+        out = captum_attr.GuidedBackprop(scorer).attribute(x, additional_forward_args=(idx,)).detach()
+    _GUIDED[scorer] = (x, key, out)  # x held: its memory (the key's address) is not reused meanwhile
+    return out
 
 
 @contextlib.contextmanager
