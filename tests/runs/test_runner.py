@@ -66,6 +66,11 @@ def test_run_directory_contract(first_run):
     assert m["cpu"].endswith(torch.backends.cpu.get_cpu_capability()) and m["cpu_isa"] == cpu_isa.describe()
     assert m["versions"]["torch"] == torch.__version__.split("+")[0] or m["versions"]["torch"].startswith(torch.__version__[:4])
     assert m["passes"]["backwards"] == 2  # one per image batch (6 images, batch 4), shared by every explainer and layer
+    # every perturbed row the cells asked for, and those forwarded (fewer: identical inputs once, clean ones never)
+    assert 0 < m["passes"]["perturbed_forwarded"] <= m["passes"]["perturbed_requested"]
+    assert m["passes"]["perturbed_requested"] == len(explained(table).query("perturbation != ''").drop_duplicates(["cell_key", "image_id"]).groupby(["explainer", "layer", "threshold", "perturbation", "image_id"]))
+    parts = ("data_s", "heatmaps_s", "thresholds_s", "perturbed_forwards_s", "metric_arithmetic_s", "write_s", "summary_s")
+    assert all(m["timings"][k] >= 0 for k in parts) and sum(m["timings"][k] for k in parts) <= m["timings"]["total_s"]
     lb = (out / "leaderboard.md").read_text()
     assert "## Rankings per metric" in lb and "[95% CI]" in lb and "Faithfulness ranking by IoU drop" in lb
     assert (out / "plots" / "gallery.png").is_file() and (out / "plots" / "threshold_confidence.png").is_file()

@@ -38,6 +38,8 @@ class PassCounter:
         self.backwards = 0
         self.tail_forwards = 0
         self.tail_rows = 0
+        self.perturbed_requested = 0  # perturbed rows the cells ask for ...
+        self.perturbed_forwarded = 0  # ... and those forwarded (identical inputs once, clean ones not at all)
 
 
 def _detach(value: Any) -> Any:

@@ -7,6 +7,7 @@ forwards in chunks), then each metric scores its cells.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,10 +43,13 @@ def evaluate_batch(
     forward: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int,
     labels: torch.Tensor | None = None,
+    stats: dict[str, float] | None = None,
 ) -> list[tuple[Cell, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor] | None]]:
     """Scores of every cell for this batch: (cell, values [B], thresholds [B] or None, counts):
     counts are a pooled metric's per-image counts (name -> float64 [B] on the CPU, NaN for an
-    image left out), None for other metrics."""
+    image left out), None for other metrics. ``stats`` (if given) gets ``thresholds_s`` and the
+    perturbed rows requested and forwarded (``perturbed_requested``, ``perturbed_forwarded``)."""
+    t0 = time.perf_counter()
     heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells if c.explainer}
     thresholds: dict[tuple, torch.Tensor] = {}
     binaries: dict[tuple, torch.Tensor] = {}
@@ -55,17 +59,22 @@ def evaluate_batch(
             thresholds[(c.pair, c.threshold)] = t
             binaries[(c.pair, c.threshold)] = heat[c.pair] >= t[:, None, None]
 
+    t1 = time.perf_counter()
     region = maps.target.region
     if region is None and ground_truth is not None:
         region = (ground_truth == maps.target.class_ids.to(ground_truth.device)[:, None, None]).float()
-    batch = PerturbationBatch(images, fill)
+    batch = PerturbationBatch(images, fill, clean_logits=maps.logits)
     for c in cells:
         if c.perturbation:
             key = (c.pair, c.threshold, c.perturbation)
             if key not in batch:
                 batch.add(key, keep_mask(c.perturbation, binaries[(c.pair, c.threshold)], region))
-    if batch.unique:
+    if batch.requested:
         batch.run(forward, chunk_size)
+    if stats is not None:
+        stats["thresholds_s"] = stats.get("thresholds_s", 0.0) + t1 - t0
+        stats["perturbed_requested"] = stats.get("perturbed_requested", 0) + batch.requested
+        stats["perturbed_forwarded"] = stats.get("perturbed_forwarded", 0) + batch.unique
 
     out = []
     for c in cells:

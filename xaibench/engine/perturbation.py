@@ -62,26 +62,38 @@ def perturb(images: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> tor
 
 
 class PerturbationBatch:
-    """Collects perturbed inputs (one per image and request), dedupes them, forwards in chunks."""
+    """Collects perturbed inputs (one per image and request) and forwards each distinct one once:
+    the same keep mask on the same image (thresholds, layers or methods that binarise alike), a
+    mask that removes everything where the fill is the same for every image (one row for the
+    batch), and a mask that keeps everything (the clean input: its logits are ``clean_logits``
+    when given, no forward at all)."""
 
-    def __init__(self, images: torch.Tensor, fill: torch.Tensor):
+    def __init__(self, images: torch.Tensor, fill: torch.Tensor, clean_logits: torch.Tensor | None = None):
         self.images = images
         self.fill = fill
-        self._rows: dict[tuple[int, str], int] = {}  # (image index, keep-mask hash) -> row
+        self.clean_logits = None if clean_logits is None else clean_logits.detach()
+        self._shared_fill = bool(fill.shape[0]) and bool((fill == fill[:1]).all())
+        self._rows: dict[tuple[int, str], int] = {}  # (image index or -1, keep-mask hash) -> row
         self._inputs: list[tuple[int, torch.Tensor]] = []
-        self._requests: dict[object, list[int]] = {}
+        self._requests: dict[object, list[int]] = {}  # row >= 0: a forwarded input; -1 - i: image i's clean logits
         self.logits: torch.Tensor | None = None
 
     def add(self, key: object, keep: torch.Tensor) -> None:
         """Request the perturbed batch for ``key`` with keep mask [B, H, W]."""
+        flat = keep.reshape(keep.shape[0], -1)
+        kept_all, kept_none = flat.all(1).tolist(), (~flat.any(1)).tolist()
         rows = []
         for i, k in enumerate(keep):
+            if kept_all[i] and self.clean_logits is not None:
+                rows.append(-1 - i)
+                continue
+            image = -1 if kept_none[i] and self._shared_fill else i  # all fill: the same input for every image
             digest = content_hash(k.cpu().numpy().tobytes())
-            row = self._rows.get((i, digest))
+            row = self._rows.get((image, digest))
             if row is None:
                 row = len(self._inputs)
-                self._rows[(i, digest)] = row
-                self._inputs.append((i, k))
+                self._rows[(image, digest)] = row
+                self._inputs.append((max(image, 0), k))
             rows.append(row)
         self._requests[key] = rows
 
@@ -90,24 +102,30 @@ class PerturbationBatch:
 
     @property
     def unique(self) -> int:
+        """Rows that are forwarded."""
         return len(self._inputs)
 
     @property
     def requested(self) -> int:
+        """Rows the requests name, before de-duplication."""
         return sum(len(r) for r in self._requests.values())
 
     @torch.no_grad()
     def run(self, forward, chunk_size: int) -> None:
-        """Forward every unique perturbed input, ``chunk_size`` at a time."""
+        """Forward every distinct perturbed input, ``chunk_size`` at a time."""
         outs = []
         for s in range(0, len(self._inputs), chunk_size):
             part = self._inputs[s : s + chunk_size]
             idx = torch.tensor([i for i, _ in part], device=self.images.device)
             keep = torch.stack([k for _, k in part]).to(self.images.device)
             outs.append(forward(perturb(self.images[idx], keep, self.fill[idx])))
+        if self.clean_logits is not None and any(r < 0 for rows in self._requests.values() for r in rows):
+            outs.append(self.clean_logits.to(outs[0]) if outs else self.clean_logits)
         self.logits = torch.cat(outs) if outs else None
 
     def result(self, key: object) -> torch.Tensor:
         """Logits [B, ...] of the perturbed batch requested as ``key``."""
         assert self.logits is not None, "run() first"
-        return self.logits[torch.tensor(self._requests[key], device=self.logits.device)]
+        n = len(self._inputs)  # the clean logits follow the forwarded rows
+        index = [r if r >= 0 else n + (-1 - r) for r in self._requests[key]]
+        return self.logits[torch.tensor(index, device=self.logits.device)]

@@ -196,7 +196,9 @@ def run_benchmark(
     p.fresh_maps = True if fresh else _fresh_map_names(p, fresh_maps)
     dev = resolve_device(device or config.run.device)
 
+    t_data = time.perf_counter()
     data = replicate_data(config, p.dataset, dataset_key(config))
+    data_s = time.perf_counter() - t_data
     scored = next((d.samples[0] for d in data if d.samples), None)
     budget.check_plan(p, scored, sum(len(d.samples) for d in data), warn)
 
@@ -204,7 +206,7 @@ def run_benchmark(
     store = ResultStore(out_dir, default_seed=config.seed)
     created = not out_dir.exists()
     counter = counter or PassCounter()
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"data_s": data_s}
     try:
         with store.lock():
             if fresh:
@@ -374,7 +376,9 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"{p.config.name}: {len(p.cells)} cells x {images} images{reps}", total=total)
         for unit, result, worker in run(p, units, data, done, dev, counter, show_progress):
+            t = time.perf_counter()
             store.append(result.rows)
+            timings["write_s"] = timings.get("write_s", 0.0) + time.perf_counter() - t
             for k, v in result.timings.items():
                 timings[k] = timings.get(k, 0) + v
             if worker is not None:

@@ -84,6 +84,7 @@ class BatchWorker:
             recompute=getattr(plan, "fresh_maps", ()),  # --fresh: all; --fresh-maps: those named
         )
         self.random_engine: HeatmapEngine | None = None
+        self.forward_s = 0.0  #: time in :meth:`forward` (perturbed inputs), for the manifest's timings
         self.mean = data.dataset.channel_mean() if run.fill == "mean" else None
 
     @property
@@ -95,13 +96,16 @@ class BatchWorker:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of any inputs, in chunks of ``[run] chunk_size``."""
         n = self.config.run.chunk_size
+        t = time.perf_counter()
         outs = []
         for s in range(0, x.shape[0], n):
             o = self.model.module(x[s : s + n])
             outs.append(logits_of(o))
             self.counter.forwards += 1
             self.counter.forward_rows += min(n, x.shape[0] - s)
-        return torch.cat(outs)
+        out = torch.cat(outs)
+        self.forward_s += time.perf_counter() - t
+        return out
 
     def process(self, samples: list, missing: list[Cell], done: set | frozenset = frozenset()) -> BatchResult:
         """Rows for the ``missing`` cells on ``samples`` ((cell, image, fold, seed) in ``done`` are left out)."""
@@ -120,12 +124,22 @@ class BatchWorker:
         t2 = time.perf_counter()
         fill = fill_values(images, config.run.fill, self.mean)
         regular = [c for c in missing if c.metric != sanity_check.METRIC]
-        scored = evaluate_batch(regular, self.plan.metrics, maps, paths, images, truth, fill, self.forward, config.run.chunk_size, labels)
+        stats: dict[str, float] = {}
+        forward_s = self.forward_s
+        scored = evaluate_batch(regular, self.plan.metrics, maps, paths, images, truth, fill, self.forward, config.run.chunk_size, labels, stats)
+        self.counter.perturbed_requested += int(stats.pop("perturbed_requested", 0))
+        self.counter.perturbed_forwarded += int(stats.pop("perturbed_forwarded", 0))
         scored += self._sanity([c for c in missing if c.metric == sanity_check.METRIC], images, truth, maps)
         scored, non_finite = self._blank_non_finite(scored, maps, ids)
+        t3 = time.perf_counter()
+        forwards = self.forward_s - forward_s
+        thresholds = stats.get("thresholds_s", 0.0)
         timings = {
             "heatmaps_s": t2 - t1,
-            "metrics_s": time.perf_counter() - t2,
+            "metrics_s": t3 - t2,  # = the three below, and the sanity check's maps
+            "thresholds_s": thresholds,  # Otsu and fixed thresholds, binarising
+            "perturbed_forwards_s": forwards,  # every forward of a perturbed input (the metrics' own included)
+            "metric_arithmetic_s": max(0.0, t3 - t2 - forwards - thresholds),
             "heatmaps_computed": len(self.engine.computed) - computed,  # counts for this batch only: the runner sums them
             "heatmap_cache_hits": self.engine.cache.hits - hits,
             "heatmap_cache_rejected": self.engine.cache.rejected - rejected,  # entries on disk that failed their checks
