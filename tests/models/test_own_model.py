@@ -134,6 +134,34 @@ def test_a_torchvision_model_keeps_its_module_paths_and_checkpoint_keys(tmp_path
     one_line(lambda: TorchModel(torchvision="fcn_resnet5", random_weights=True).load(ctx(tmp_path)), "Did you mean 'fcn_resnet50'")
 
 
+@pytest.mark.parametrize("arch, alias", [("deeplabv3_mobilenet_v3_large", "decoder1"), ("fcn_resnet50", "decoder1"), ("fcn_resnet50", "encoder"), ("deeplabv3_resnet50", "encoder")])
+def test_a_torchvision_model_gets_tails_that_reproduce_its_logits(tmp_path, arch, alias):
+    """Tail-only Ablation-CAM for torchvision's FCN and DeepLabV3: the rest of the classifier and
+    the upsampling give the full forward's logits to 1e-5, and the engine makes no full forward
+    beyond the shared pass (checked at decoder1)."""
+    import torchvision.models.segmentation as tvs
+
+    from xaibench.engine.capture import PassCounter, shared_pass
+    from xaibench.engine.heatmaps import HeatmapEngine
+    from xaibench.explainers.ablation_cam import AblationCAM
+
+    torch.manual_seed(0)
+    original = getattr(tvs, arch)(weights=None, weights_backbone=None, num_classes=1, aux_loss=False).eval()
+    model = TorchModel(torchvision=arch, checkpoint=saved(tmp_path, original)).load(ctx(tmp_path, size=64))
+    path = model.resolve_layer(alias)
+    tail = model.tail(path)
+    assert tail is not None, f"{arch}: no tail at {path}"
+    x = images(64)[:3]
+    cap = shared_pass(model.module, x, [path], extra=list(tail.extra))
+    idx = torch.tensor([2, 0])
+    with torch.no_grad():
+        assert torch.allclose(tail.fn(cap.activations[path][idx], cap.extras, idx), cap.logits[idx], atol=1e-5)
+    if alias == "decoder1":  # (the encoder's 2048 channels would cost a minute here)
+        counter = PassCounter()
+        HeatmapEngine(model, {"ablation_cam": AblationCAM()}, counter=counter).run(x, [path])
+        assert counter.forwards == 1 and counter.tail_rows > 0
+
+
 class _Tiny(nn.Module):
     def __init__(self, width: int = 4, classes: int = 1, in_channels: int = 3):
         super().__init__()

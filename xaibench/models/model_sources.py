@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from xaibench.config.hashing import content_hash
 from xaibench.errors import UserError
-from xaibench.models.base import Tail
+from xaibench.models.base import Tail, logits_of
 from xaibench.models.smp_unet import unet_tail
 
 SOURCES = ("arch", "torchvision", "torchscript", "factory")
@@ -195,6 +196,27 @@ def torchvision_layers(module: nn.Module) -> dict[str, str]:
     if "backbone.layer4" in dict(module.named_modules()):
         layers["encoder"] = "backbone.layer4"
     return layers
+
+
+def torchvision_tail(module: nn.Module, path: str) -> Tail | None:
+    """The rest of a torchvision FCN / DeepLabV3 after ``path`` (a ``classifier.i`` or
+    ``backbone.layer4``, the backbone's output): the classifier's remaining layers, then the
+    upsampling to the input's size (read from the captured logits' shape). Other layers: None."""
+    head = getattr(module, "classifier", None)
+    if not isinstance(head, nn.Sequential):
+        return None
+    if path == "backbone.layer4" and getattr(module, "backbone", None) is not None and list(getattr(module.backbone, "return_layers", {}).items())[-1:] == [("layer4", "out")]:
+        rest: nn.Module = head
+    elif path.startswith("classifier.") and path.count(".") == 1 and path.rsplit(".", 1)[1].isdigit() and int(path.rsplit(".", 1)[1]) < len(head):
+        rest = nn.Sequential(*list(head)[int(path.rsplit(".", 1)[1]) + 1 :])  # subclasses (DeepLabHead) do not slice
+    else:
+        return None
+
+    def fn(act: torch.Tensor, extras: dict[str, Any], idx: torch.Tensor) -> torch.Tensor:
+        size = logits_of(extras[""]).shape[-2:]  # the model's own output: the input's size
+        return F.interpolate(rest(act), size=size, mode="bilinear", align_corners=False)
+
+    return Tail(extra=("",), fn=fn)
 
 
 def _line(exc: BaseException) -> str:

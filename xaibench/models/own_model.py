@@ -178,7 +178,7 @@ class TorchModel:
         if self.source == "arch" or src.is_smp(module):  # a factory may return an smp model too
             layers, tail, randomizable = src.smp_layers(module), (lambda path: src.smp_tail(module, path)), ("decoder", "segmentation_head")
         elif self.source == "torchvision":
-            layers, tail, randomizable = src.torchvision_layers(module), _no_tail, ("classifier",)
+            layers, tail, randomizable = src.torchvision_layers(module), (lambda path: src.torchvision_tail(module, path)), ("classifier",)
         else:
             layers, tail, randomizable = {}, _no_tail, ()
         layers.update(self.aliases)
