@@ -46,3 +46,34 @@ def test_a_killed_ray_worker_is_restarted_and_the_table_equals_the_local_one(tin
     a, b = local.sort_values(key).reset_index(drop=True), remote.sort_values(key).reset_index(drop=True)
     assert a[key].equals(b[key]) and a["value"].isna().equals(b["value"].isna())
     assert (a["value"] - b["value"]).abs().max() < 1e-5
+
+
+@pytest.mark.slow
+def test_ray_actors_get_the_weights_from_the_driver_not_from_a_disk(tiny_config, tmp_path, monkeypatch):
+    """The cached model is removed after the driver has loaded it and before any actor starts:
+    the actors still score the driver's model (the local table), and none trains one."""
+    pytest.importorskip("ray")
+    import json
+    import shutil
+
+    from xaibench.engine.cache import default_cache_dir
+    from xaibench.runs import executors
+
+    monkeypatch.setenv("XAIBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XAIBENCH_RAY_CPUS", "2")
+    local = run_benchmark(load_config(tiny_config), tmp_path / "local", show_progress=False)
+    real = executors.load_state
+
+    def load_then_forget(*args, **kwargs):
+        state = real(*args, **kwargs)
+        shutil.rmtree(default_cache_dir())  # what a worker node without the driver's disk sees
+        return state
+
+    monkeypatch.setattr(executors, "load_state", load_then_forget)
+    remote = run_benchmark(load_config(tiny_config), tmp_path / "ray", executor="ray", show_progress=False)
+    assert not (default_cache_dir() / "models").exists()  # no actor trained (and cached) a model
+    key = ["cell_key", "image_id"]
+    a, b = local.sort_values(key).reset_index(drop=True), remote.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key]) and (a["value"] - b["value"]).abs().max() < 1e-5
+    info = json.loads((tmp_path / "ray" / "manifest.json").read_text())["executor"]
+    assert info["executor"] == "ray" and len(info["nodes"]) == 1 and info["shipped_bytes"]["smp_unet"] > 0

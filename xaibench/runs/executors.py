@@ -8,12 +8,16 @@ of a batch share one forward and one backward, which a layer shard would pay aga
 replicate (fold x training seed, :mod:`xaibench.runs.replicates`) has its own trained models.
 
 The Ray executor starts one actor per CPU (``ray.init(num_cpus=...)`` makes a local cluster
-when no cluster address is set in ``RAY_ADDRESS``); each actor loads the model once (from the
-cache the driver filled) and processes the units it is given.
+when no cluster address is set in ``RAY_ADDRESS``). Nothing on a worker reads the driver's disk:
+the driver loads (or trains) every model of every replicate and fits the explainers' own
+networks once, and puts each :class:`~xaibench.runs.worker.WorkerState` in Ray's object store
+once; the samples travel decoded, the dataset object does not travel at all. An actor reads a
+state on its first unit of that model x replicate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ import torch
 
 from xaibench.engine import cpu_isa
 from xaibench.errors import UserError
-from xaibench.runs.worker import BatchResult, BatchWorker
+from xaibench.runs.worker import BatchResult, BatchWorker, WorkerState, load_state
 
 
 @dataclass
@@ -59,9 +63,12 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         raise UserError("--executor ray needs Ray: pip install 'xaibench[ray]'") from exc
     if device.type == "cuda":
         raise UserError("--executor ray runs on CPU workers here; use --executor local for --device cuda")
-    # the driver trains (or loads) each model of each replicate once, so actors only ever read the cache
-    for index, rep in sorted({u.worker_key for u in units}):
-        BatchWorker(plan, index, data[rep], device, show_progress)
+    # the driver trains (or loads) each model of each replicate once; the actors get the weights
+    # through the object store, never from a disk (theirs may not hold the driver's cache)
+    shipped: dict[str, int] = {}
+    nodes: set[str] = set()
+    plan.executor_info = {"executor": "ray", "nodes": [], "shipped_bytes": shipped}
+    states = {key: load_state(plan, key[0], data[key[1]], device, show_progress) for key in sorted({u.worker_key for u in units})}
     started = False
     if not ray.is_initialized():
         # the workers use the driver's settings and kernel instruction set (xaibench.engine.cpu_isa)
@@ -79,8 +86,10 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
         # in the object store, referenced from here for the whole run: a restarted actor's
         # constructor reads them again (arguments passed inline are freed after the first start)
-        plan_ref, data_ref = ray.put(plan), ray.put(data)
-        actors = [Actor.remote(plan_ref, data_ref) for _ in range(n_actors)]
+        plan_ref, data_ref = ray.put(plan), ray.put([dataclasses.replace(d, dataset=None) for d in data])
+        state_refs = {key: ray.put(state) for key, state in states.items()}
+        shipped.update({f"{plan.models[k[0]].ref.label}{_suffix(plan, data[k[1]])}": _nbytes(st) for k, st in states.items()})
+        actors = [Actor.remote(plan_ref, data_ref, state_refs) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
             ids = {data[unit.replicate].samples[j].image_id for j in unit.sample_indices}
@@ -92,7 +101,7 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
             try:
-                result, passes = ray.get(ready[0])
+                result, passes, node = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:
                 raise UserError(
                     f"a Ray worker died {RETRIES + 1} times on model {unit.model_index} images {unit.sample_indices[0]}..{unit.sample_indices[-1]} "
@@ -100,24 +109,42 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
                 ) from exc
             for k, v in passes.items():
                 setattr(counter, k, getattr(counter, k) + v)
+            nodes.add(node)
             yield unit, result, None
     finally:
+        plan.executor_info["nodes"] = sorted(nodes)
         if started:
             ray.shutdown()
 
 
-class _RayWorker:
-    """A Ray actor: one BatchWorker per model x replicate, built on first use."""
+def _suffix(plan, d) -> str:
+    return f" ({d.replicate.describe()})" if len(plan.replicates) > 1 else ""
 
-    def __init__(self, plan, data):
+
+def _nbytes(state: WorkerState) -> int:
+    """Bytes of the tensors a state ships (the model's and the fitted networks' weights)."""
+    nets = [state.model.module] + [e for e in state.explainers.values() if isinstance(e, torch.nn.Module)]
+    nets += [v for e in state.explainers.values() for v in getattr(e, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
+    seen = {id(t): t for n in nets for t in list(n.parameters()) + list(n.buffers())}
+    return sum(t.numel() * t.element_size() for t in seen.values())
+
+
+class _RayWorker:
+    """A Ray actor: one BatchWorker per model x replicate, built on first use from the state
+    the driver shipped."""
+
+    def __init__(self, plan, data, states: dict):
         torch.set_num_threads(1)
-        self.plan, self.data, self.workers = plan, data, {}
+        self.plan, self.data, self.states, self.workers = plan, data, states, {}
 
     def process(self, unit: Unit, done: set):
+        import ray
+
         from xaibench.engine.capture import PassCounter
 
         if unit.worker_key not in self.workers:
-            self.workers = {unit.worker_key: BatchWorker(self.plan, unit.model_index, self.data[unit.replicate], torch.device("cpu"))}
+            state = ray.get(self.states[unit.worker_key])
+            self.workers = {unit.worker_key: BatchWorker(self.plan, unit.model_index, self.data[unit.replicate], torch.device("cpu"), state=state)}
         worker = self.workers[unit.worker_key]
         before = dict(vars(worker.counter))
         cells = {c.key: c for c in self.plan.models[unit.model_index].cells}
@@ -125,4 +152,4 @@ class _RayWorker:
         result.maps = None  # maps stay on the worker; only rows travel
         passes = {k: v - before.get(k, 0) for k, v in vars(worker.counter).items()}
         assert isinstance(worker.counter, PassCounter)
-        return result, passes
+        return result, passes, ray.get_runtime_context().get_node_id()

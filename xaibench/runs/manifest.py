@@ -55,6 +55,8 @@ def run_manifest(config: Config, p, registry: Registry, dev, timings: dict, coun
         "source": config.source,
         "seed": config.seed,
         "device": str(dev),
+        # ray: the nodes that ran units and the bytes of weights shipped per model (x replicate)
+        "executor": getattr(p, "executor_info", {"executor": "local"}),
         "cpu": host_cpu(),
         "cpu_isa": cpu_isa.describe(),
         "versions": _versions(registry, p.used),

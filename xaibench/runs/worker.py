@@ -28,7 +28,7 @@ from xaibench.engine.targets import TargetSpec
 from xaibench.errors import UserError
 from xaibench.explainers.fitting import FitContext, fit_explainers, model_loader
 from xaibench.metrics.base import direction
-from xaibench.models.base import logits_of
+from xaibench.models.base import LoadedModel, logits_of
 from xaibench.models.training import LoadContext
 from xaibench.registry.contracts import check_sample
 from xaibench.runs.replicates import ReplicateData
@@ -51,27 +51,53 @@ def dataset_key(config: Config) -> str:
     return stable_hash({"name": config.dataset.name, "params": config.dataset.params, "seed": config.seed})
 
 
-class BatchWorker:
-    """Maps and scores of image batches for one model of a plan."""
+@dataclass
+class WorkerState:
+    """What a worker of one model x replicate needs that loading or training makes: the model,
+    the explainers (with the networks fitted for them), and the dataset's channel mean. The driver
+    makes it once and ships it to Ray actors, so no worker reads the driver's disk or trains."""
 
-    def __init__(self, plan, model_index: int, data: ReplicateData, device: torch.device, show_progress: bool = False, counter: PassCounter | None = None):
+    model: LoadedModel
+    explainers: dict
+    fitted: dict
+    mean: torch.Tensor | None
+    load_s: float = 0.0
+    fit_s: float = 0.0
+
+
+def load_state(plan, model_index: int, data: ReplicateData, device: torch.device, show_progress: bool = False) -> WorkerState:
+    """Load (or train on a cache miss) model ``model_index`` of ``plan`` for ``data``'s replicate,
+    and fit the explainers that need a network of their own on its training images."""
+    mp, seed = plan.models[model_index], data.replicate.seed
+    t = time.perf_counter()
+    ctx = LoadContext(dataset=data.dataset, dataset_key=data.dataset_key, device=device, cache_dir=default_cache_dir(), show_progress=show_progress)
+    model = plan.model_plugin(model_index, seed).load(ctx)
+    load_s = time.perf_counter() - t
+    # explainers with a network of their own train it on this replicate's training images
+    # (and one whose network is a model plugin, segx's segmenter, loads it as the models are)
+    suffix = f" ({data.replicate.describe()})" if len(plan.replicates) > 1 else ""
+    fit = FitContext(**vars(ctx), seed=seed, model=model, title=f"for {mp.ref.label}{suffix}", load_model=model_loader(plan.registry, ctx, seed))
+    explainers, fitted, fit_s = fit_explainers(mp.explainers, fit)
+    mean = data.dataset.channel_mean() if plan.config.run.fill == "mean" else None
+    return WorkerState(model, explainers, fitted, mean, load_s, fit_s)
+
+
+class BatchWorker:
+    """Maps and scores of image batches for one model of a plan (``state``: what
+    :func:`load_state` made, shipped from elsewhere; without it the worker loads its own)."""
+
+    def __init__(self, plan, model_index: int, data: ReplicateData, device: torch.device, show_progress: bool = False, counter: PassCounter | None = None, state: WorkerState | None = None):
         self.plan = plan
         self.config: Config = plan.config
         self.mp = plan.models[model_index]
         self.replicate = data.replicate
         self.device = device
         self.counter = counter or PassCounter()
-        t = time.perf_counter()
-        ctx = LoadContext(dataset=data.dataset, dataset_key=data.dataset_key, device=device, cache_dir=default_cache_dir(), show_progress=show_progress)
-        self.model = plan.model_plugin(model_index, data.replicate.seed).load(ctx)
-        self.load_s = time.perf_counter() - t
+        state = state or load_state(plan, model_index, data, device, show_progress)
+        self.state = state
+        self.model, self.explainers, self.fitted, self.mean = state.model, state.explainers, state.fitted, state.mean
+        self.load_s, self.fit_s = state.load_s, state.fit_s
         self.layer_paths = {l: self.model.resolve_layer(l) for l in self.mp.layers}
-        # explainers with a network of their own train it on this replicate's training images
-        # (and one whose network is a model plugin, segx's segmenter, loads it as the models are)
-        seed = data.replicate.seed
-        load_model = model_loader(plan.registry, ctx, seed)
-        fit = FitContext(**vars(ctx), seed=seed, model=self.model, title=f"for {self.mp.ref.label}{self.replicate_suffix}", load_model=load_model)
-        self.explainers, self.fitted, self.fit_s = fit_explainers(self.mp.explainers, fit)
         run = self.config.run
         self.engine = HeatmapEngine(
             self.model,
@@ -85,7 +111,6 @@ class BatchWorker:
         )
         self.random_engine: HeatmapEngine | None = None
         self.forward_s = 0.0  #: time in :meth:`forward` (perturbed inputs), for the manifest's timings
-        self.mean = data.dataset.channel_mean() if run.fill == "mean" else None
 
     @property
     def replicate_suffix(self) -> str:
