@@ -240,3 +240,12 @@ def test_an_explainer_without_parameters_names_the_keys_it_takes():
 
     with pytest.raises(UserError, match=r"unknown key 'topk' for 'grad_cam'; allowed keys: \(none\)"):
         check_plugin_params(GradCAM, {"topk": 3}, "x.toml: [explainer_params.grad_cam]")
+
+
+def test_ray_worker_resources_take_fractions_or_whole_numbers_and_leave_the_hash_alone_at_their_defaults():
+    run = lambda **kv: parse_config({**BASE, "run": kv}, "x.toml")  # noqa: E731
+    assert run(ray_gpus_per_worker=0.5).run.ray_gpus_per_worker == 0.5 and run(ray_cpus_per_worker=2).run.ray_cpus_per_worker == 2.0
+    assert run(ray_gpus_per_worker=1).hash() == run().hash() != run(ray_gpus_per_worker=0.25).hash()
+    for bad in (0, -1, 1.5):
+        with pytest.raises(UserError, match=r"x\.toml.*run\.ray_gpus_per_worker.*fraction in \(0, 1\] or a whole number"):
+            run(ray_gpus_per_worker=bad)

@@ -8,6 +8,7 @@ import types
 import pytest
 
 from xaibench.config.parse import load_config
+from xaibench.errors import UserError
 from xaibench.plugin import hookimpl
 from xaibench.registry.passes import Pass
 from xaibench.runs.runner import run_benchmark
@@ -77,3 +78,31 @@ def test_ray_actors_get_the_weights_from_the_driver_not_from_a_disk(tiny_config,
     assert a[key].equals(b[key]) and (a["value"] - b["value"]).abs().max() < 1e-5
     info = json.loads((tmp_path / "ray" / "manifest.json").read_text())["executor"]
     assert info["executor"] == "ray" and len(info["nodes"]) == 1 and info["shipped_bytes"]["smp_unet"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_actors_take_the_fraction_of_a_gpu_the_config_gives(tiny_config, tmp_path, monkeypatch):
+    """``--device cuda`` with Ray on a cluster that declares 2 GPUs (this CPU machine: Ray accepts
+    ``num_gpus`` anywhere; the actors compute on the CPU here): ``ray_gpus_per_worker = 0.5`` puts
+    two actors on each GPU, and the table equals the local one."""
+    pytest.importorskip("ray")
+    import json
+
+    monkeypatch.setenv("XAIBENCH_RAY_CPUS", "2")
+    monkeypatch.setenv("XAIBENCH_RAY_GPUS", "2")
+    monkeypatch.setenv("XAIBENCH_RAY_ACTOR_DEVICE", "cpu")
+    text = tiny_config.read_text().replace("[run]\n", "[run]\nray_gpus_per_worker = 0.5\nray_cpus_per_worker = 0.5\n")
+    text = text.replace("batch_size = 4", "batch_size = 1")
+    tiny_config.write_text(text)
+    remote = run_benchmark(load_config(tiny_config), tmp_path / "ray", executor="ray", device="cuda", show_progress=False)
+    info = json.loads((tmp_path / "ray" / "manifest.json").read_text())["executor"]
+    assert info["actors"] == 4 and info["gpus_per_worker"] == 0.5 and len(info["gpus"]) == 2  # 2 actors per GPU, both GPUs used
+    local = run_benchmark(load_config(tiny_config), tmp_path / "local", show_progress=False)
+    key = ["cell_key", "image_id"]
+    a, b = local.sort_values(key).reset_index(drop=True), remote.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key]) and (a["value"] - b["value"]).abs().max() < 1e-5
+
+    monkeypatch.setenv("XAIBENCH_RAY_GPUS", "0")
+    with pytest.raises(UserError, match="declares no GPUs"):
+        run_benchmark(load_config(tiny_config), tmp_path / "none", executor="ray", device="cuda", show_progress=False)
+    assert not (tmp_path / "none").exists()  # nothing half-written

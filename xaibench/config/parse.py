@@ -77,6 +77,8 @@ class RunOptions:
     chance: str = "warn"  #: a model at chance: "warn" (its explanations listed apart), "error" (refuse the run) or "rank"
     folds: int = 0  #: K-fold cross-validation over the dataset's fold pool; 0 = no folds
     seeds: tuple[int, ...] = ()  #: train every model once per seed; () = once, with [benchmark] seed
+    ray_cpus_per_worker: float = 1.0  #: --executor ray: CPUs each actor takes (one actor per this many CPUs)
+    ray_gpus_per_worker: float = 1.0  #: --executor ray --device cuda: GPUs each actor takes (0.5: two actors share one)
 
 
 #: the [run] keys whose values are a fixed set; every key, its type and default are RunOptions' fields
@@ -106,6 +108,9 @@ class Config:
                 m.pop("thresholds")
         for key in ("non_finite", "chance"):  # likewise, at their defaults
             if d["run"][key] == "warn":
+                d["run"].pop(key)
+        for key in ("ray_cpus_per_worker", "ray_gpus_per_worker"):
+            if d["run"][key] == 1.0:
                 d["run"].pop(key)
         return d
 
@@ -299,7 +304,13 @@ def _grid(g: _Reader, models: tuple[ModelRef, ...]) -> Grid:
 def _run(r: _Reader) -> RunOptions:
     """``[run]``: every key, its type and its default are :class:`RunOptions`' fields."""
     keys = [f for f in fields(RunOptions) if f.name != "seeds"]
-    run = RunOptions(**{f.name: r.get(f.name, type(f.default), f.default, _RUN_ALLOWED.get(f.name)) for f in keys}, seeds=_seeds(r))
+    kind = lambda f: (int, float) if isinstance(f.default, float) else type(f.default)  # noqa: E731  (1 means 1.0)
+    values = {f.name: r.get(f.name, kind(f), f.default, _RUN_ALLOWED.get(f.name)) for f in keys}
+    run = RunOptions(**{k: float(v) if isinstance(getattr(RunOptions, k), float) else v for k, v in values.items()}, seeds=_seeds(r))
+    for key in ("ray_cpus_per_worker", "ray_gpus_per_worker"):
+        value = getattr(run, key)
+        if not value > 0 or (value > 1 and value != int(value)):
+            raise r.fail(key, f"{value} is not allowed; give a fraction in (0, 1] or a whole number")
     if run.batch_size < 1 or run.chunk_size < 1:
         raise r.fail("batch_size" if run.batch_size < 1 else "chunk_size", "must be >= 1")
     if run.class_id < -1:

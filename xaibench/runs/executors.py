@@ -61,47 +61,40 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         import ray
     except ImportError as exc:
         raise UserError("--executor ray needs Ray: pip install 'xaibench[ray]'") from exc
-    if device.type == "cuda":
-        raise UserError("--executor ray runs on CPU workers here; use --executor local for --device cuda")
-    # the driver trains (or loads) each model of each replicate once; the actors get the weights
-    # through the object store, never from a disk (theirs may not hold the driver's cache)
+    # the driver trains (or loads) each model of each replicate once, on its CPU; the actors get
+    # the weights through the object store, never from a disk (theirs may not hold the driver's cache)
     shipped: dict[str, int] = {}
     nodes: set[str] = set()
-    plan.executor_info = {"executor": "ray", "nodes": [], "shipped_bytes": shipped}
-    states = {key: load_state(plan, key[0], data[key[1]], device, show_progress) for key in sorted({u.worker_key for u in units})}
-    started = False
-    if not ray.is_initialized():
-        # the workers use the driver's settings and kernel instruction set (xaibench.engine.cpu_isa)
-        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_") or k in cpu_isa.VARIABLES}}
-        if os.environ.get("RAY_ADDRESS"):  # an existing cluster: it decides its own resources
-            ray.init(log_to_driver=False, runtime_env=env)
-        else:
-            n = num_workers or int(os.environ.get("XAIBENCH_RAY_CPUS", os.cpu_count() or 1))
-            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, runtime_env=env)
-        started = True
+    gpus: set[str] = set()
+    info = plan.executor_info = {"executor": "ray", "nodes": [], "shipped_bytes": shipped}
+    states = {key: load_state(plan, key[0], data[key[1]], torch.device("cpu"), show_progress) for key in sorted({u.worker_key for u in units})}
+    started = _init(ray, num_workers)
     try:
         # a dead actor (killed, out of memory) is restarted and its unfinished units are retried;
         # what the other actors finished is already in the run directory
-        Actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_RayWorker)
-        n_actors = max(1, min(len(units), int(ray.available_resources().get("CPU", 1))))
+        Actor, n_actors = _actor_class(ray, plan.config.run, device, len(units))
+        info.update(actors=n_actors, cpus_per_worker=plan.config.run.ray_cpus_per_worker, gpus_per_worker=plan.config.run.ray_gpus_per_worker if device.type == "cuda" else 0)
         # in the object store, referenced from here for the whole run: a restarted actor's
         # constructor reads them again (arguments passed inline are freed after the first start)
         plan_ref, data_ref = ray.put(plan), ray.put([dataclasses.replace(d, dataset=None) for d in data])
         state_refs = {key: ray.put(state) for key, state in states.items()}
         shipped.update({f"{plan.models[k[0]].ref.label}{_suffix(plan, data[k[1]])}": _nbytes(st) for k, st in states.items()})
-        actors = [Actor.remote(plan_ref, data_ref, state_refs) for _ in range(n_actors)]
+        actors = [Actor.remote(plan_ref, data_ref, state_refs, device.type) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
             ids = {data[unit.replicate].samples[j].image_id for j in unit.sample_indices}
             keys = set(unit.cell_keys)
             unit_done = {d for d in done if d[0] in keys and d[1] in ids}
-            ref = actors[i % n_actors].process.remote(unit, unit_done)
-            pending[ref] = unit
+            pending[actors[i % n_actors].process.remote(unit, unit_done)] = unit
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
             try:
-                result, passes, node = ray.get(ready[0])
+                result, passes, node, gpu_ids = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, UserError):  # said on the worker: said here, once
+                    raise exc.cause from None
+                raise
             except ray.exceptions.RayActorError as exc:
                 raise UserError(
                     f"a Ray worker died {RETRIES + 1} times on model {unit.model_index} images {unit.sample_indices[0]}..{unit.sample_indices[-1]} "
@@ -110,11 +103,47 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
             for k, v in passes.items():
                 setattr(counter, k, getattr(counter, k) + v)
             nodes.add(node)
+            gpus.update(f"{node[:8]}:{g}" for g in gpu_ids)
             yield unit, result, None
     finally:
-        plan.executor_info["nodes"] = sorted(nodes)
+        info.update(nodes=sorted(nodes), gpus=sorted(gpus))
         if started:
             ray.shutdown()
+
+
+def _init(ray, num_workers: int | None) -> bool:
+    """Connect to the cluster at ``RAY_ADDRESS``, or start a local one; True if started here."""
+    if ray.is_initialized():
+        return False
+    # the workers use the driver's settings and kernel instruction set (xaibench.engine.cpu_isa)
+    env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("XAIBENCH_") or k in cpu_isa.VARIABLES}}
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        if address:  # an existing cluster: it decides its own resources
+            ray.init(log_to_driver=False, runtime_env=env)
+        else:
+            n = num_workers or int(os.environ.get("XAIBENCH_RAY_CPUS", os.cpu_count() or 1))
+            gpus = os.environ.get("XAIBENCH_RAY_GPUS")  # GPUs the local cluster declares (default: those it finds)
+            ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False, runtime_env=env, **({"num_gpus": int(gpus)} if gpus else {}))
+    except ConnectionError as exc:
+        raise UserError(f"--executor ray: no Ray cluster at RAY_ADDRESS={address!r} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); start one (ray start --head) or unset RAY_ADDRESS for a local one") from exc
+    return True
+
+
+def _actor_class(ray, run, device: torch.device, n_units: int):
+    """The actor class with its resources, and how many actors the cluster has room for: one per
+    ``ray_cpus_per_worker`` CPUs, or with ``--device cuda`` one per ``ray_gpus_per_worker`` GPUs."""
+    total = ray.cluster_resources()
+    if device.type == "cuda":
+        if not total.get("GPU"):
+            raise UserError("--device cuda with --executor ray: the Ray cluster declares no GPUs; add GPU nodes, or use --device cpu")
+        room = int(total["GPU"] / run.ray_gpus_per_worker + 1e-9)
+        options = {"num_cpus": run.ray_cpus_per_worker, "num_gpus": run.ray_gpus_per_worker}
+    else:
+        room = int(ray.available_resources().get("CPU", 1) / run.ray_cpus_per_worker + 1e-9)
+        options = {"num_cpus": run.ray_cpus_per_worker}
+    Actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **options)(_RayWorker)
+    return Actor, max(1, min(n_units, room))
 
 
 def _suffix(plan, d) -> str:
@@ -131,11 +160,14 @@ def _nbytes(state: WorkerState) -> int:
 
 class _RayWorker:
     """A Ray actor: one BatchWorker per model x replicate, built on first use from the state
-    the driver shipped."""
+    the driver shipped, on the device Ray assigned (``cuda``: the GPU in its ``CUDA_VISIBLE_DEVICES``)."""
 
-    def __init__(self, plan, data, states: dict):
-        torch.set_num_threads(1)
+    def __init__(self, plan, data, states: dict, device: str):
+        torch.set_num_threads(max(1, int(plan.config.run.ray_cpus_per_worker)))
         self.plan, self.data, self.states, self.workers = plan, data, states, {}
+        self.device = _actor_device(device)
+        if self.device.type == "cuda":  # full float32 unless [run] tf32, as the local CUDA path
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = plan.config.run.tf32
 
     def process(self, unit: Unit, done: set):
         import ray
@@ -143,8 +175,8 @@ class _RayWorker:
         from xaibench.engine.capture import PassCounter
 
         if unit.worker_key not in self.workers:
-            state = ray.get(self.states[unit.worker_key])
-            self.workers = {unit.worker_key: BatchWorker(self.plan, unit.model_index, self.data[unit.replicate], torch.device("cpu"), state=state)}
+            state = _to_device(ray.get(self.states[unit.worker_key]), self.device)
+            self.workers = {unit.worker_key: BatchWorker(self.plan, unit.model_index, self.data[unit.replicate], self.device, state=state)}
         worker = self.workers[unit.worker_key]
         before = dict(vars(worker.counter))
         cells = {c.key: c for c in self.plan.models[unit.model_index].cells}
@@ -152,4 +184,32 @@ class _RayWorker:
         result.maps = None  # maps stay on the worker; only rows travel
         passes = {k: v - before.get(k, 0) for k, v in vars(worker.counter).items()}
         assert isinstance(worker.counter, PassCounter)
-        return result, passes, ray.get_runtime_context().get_node_id()
+        return result, passes, ray.get_runtime_context().get_node_id(), [str(g) for g in ray.get_gpu_ids()]
+
+
+def _actor_device(wanted: str) -> torch.device:
+    """The device of an actor placed for ``wanted``. ``XAIBENCH_RAY_ACTOR_DEVICE`` overrides it
+    (tests place GPU actors on a CPU machine that declares GPUs)."""
+    import ray
+
+    override = os.environ.get("XAIBENCH_RAY_ACTOR_DEVICE")
+    if override or wanted != "cuda":
+        return torch.device(override or "cpu")
+    if not torch.cuda.is_available():
+        node = ray.get_runtime_context().get_node_id()[:8]
+        raise UserError(f"--device cuda: Ray gave a worker on node {node} GPU {ray.get_gpu_ids()}, but torch there sees no CUDA device (a CPU-only torch build?)")
+    return torch.device("cuda", 0)  # Ray's CUDA_VISIBLE_DEVICES holds the GPU it assigned
+
+
+def _to_device(state: WorkerState, device: torch.device) -> WorkerState:
+    """The shipped state with the model and every network the explainers hold on ``device``."""
+    if device.type == "cpu":
+        return state
+    state.model.module.to(device)
+    for e in state.explainers.values():
+        for v in [e, *getattr(e, "__dict__", {}).values()]:
+            if isinstance(v, torch.nn.Module):
+                v.to(device)
+    if state.mean is not None:
+        state.mean = state.mean.to(device)
+    return state

@@ -194,7 +194,9 @@ def run_benchmark(
         raise UserError(f"--executor {executor!r} is not one of 'local', 'ray'")
     p = plan(config, registry, sanity)
     p.fresh_maps = True if fresh else _fresh_map_names(p, fresh_maps)
-    dev = resolve_device(device or config.run.device)
+    wanted = device or config.run.device
+    # with Ray the GPUs are the workers' (the driver loads the models on its CPU)
+    dev = torch.device("cuda") if executor == "ray" and wanted == "cuda" else resolve_device(wanted)
 
     t_data = time.perf_counter()
     data = replicate_data(config, p.dataset, dataset_key(config))
