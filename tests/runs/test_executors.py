@@ -106,3 +106,57 @@ def test_gpu_actors_take_the_fraction_of_a_gpu_the_config_gives(tiny_config, tmp
     with pytest.raises(UserError, match="declares no GPUs"):
         run_benchmark(load_config(tiny_config), tmp_path / "none", executor="ray", device="cuda", show_progress=False)
     assert not (tmp_path / "none").exists()  # nothing half-written
+
+
+@pytest.fixture
+def two_node_cluster():
+    """A Ray cluster of two nodes on this machine (a head and a second node, one CPU each),
+    started with ``ray start`` as on real machines; yields its address."""
+    pytest.importorskip("ray")
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if ray_cli is None:
+        pytest.skip("no ray command")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # Ray 2.60 asks joining nodes for a token otherwise
+    common = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
+    temp = tempfile.mkdtemp(prefix="xr")  # short: Ray's socket paths live under it (108 bytes at most)
+    head = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false", f"--temp-dir={temp}", *common]
+    try:
+        subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common], env=env, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_at_ray_address_gives_the_local_table(tiny_config, tmp_path, monkeypatch, two_node_cluster):
+    import json
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    local = run_benchmark(load_config(tiny_config), tmp_path / "local", show_progress=False)
+    text = tiny_config.read_text().replace("batch_size = 4", "batch_size = 1")  # 6 units for 2 actors
+    tiny_config.write_text(text)
+    monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
+    remote = run_benchmark(load_config(tiny_config), tmp_path / "ray", executor="ray", show_progress=False)
+    key = ["cell_key", "image_id"]
+    a, b = local.sort_values(key).reset_index(drop=True), remote.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key]) and (a["value"] - b["value"]).abs().max() < 1e-5
+    info = json.loads((tmp_path / "ray" / "manifest.json").read_text())["executor"]
+    assert info["actors"] == 2 and len(info["nodes"]) == 2  # both nodes ran units
+
+
+def test_a_worker_node_without_a_plugin_package_is_told_which_distribution_to_install():
+    from xaibench.runs.executors import missing_module
+
+    text = "The actor died because of an error raised in its creation task ... ModuleNotFoundError: No module named 'xaibench_weaksup.cyclegan'"
+    assert "install distribution xaibench-weaksup on every node" in missing_module(text)
+    assert "module 'nowhere_pkg'" in missing_module("No module named 'nowhere_pkg'") and missing_module("out of memory") is None

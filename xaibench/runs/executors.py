@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,7 +69,9 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
     gpus: set[str] = set()
     info = plan.executor_info = {"executor": "ray", "nodes": [], "shipped_bytes": shipped}
     states = {key: load_state(plan, key[0], data[key[1]], torch.device("cpu"), show_progress) for key in sorted({u.worker_key for u in units})}
+    t = time.perf_counter()
     started = _init(ray, num_workers)
+    info["start_s"] = time.perf_counter() - t  # connecting to (or starting) the cluster
     try:
         # a dead actor (killed, out of memory) is restarted and its unfinished units are retried;
         # what the other actors finished is already in the run directory
@@ -76,8 +79,10 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         info.update(actors=n_actors, cpus_per_worker=plan.config.run.ray_cpus_per_worker, gpus_per_worker=plan.config.run.ray_gpus_per_worker if device.type == "cuda" else 0)
         # in the object store, referenced from here for the whole run: a restarted actor's
         # constructor reads them again (arguments passed inline are freed after the first start)
+        t = time.perf_counter()
         plan_ref, data_ref = ray.put(plan), ray.put([dataclasses.replace(d, dataset=None) for d in data])
         state_refs = {key: ray.put(state) for key, state in states.items()}
+        info["ship_s"] = time.perf_counter() - t  # the plan, the decoded images and the weights into the object store
         shipped.update({f"{plan.models[k[0]].ref.label}{_suffix(plan, data[k[1]])}": _nbytes(st) for k, st in states.items()})
         actors = [Actor.remote(plan_ref, data_ref, state_refs, device.type) for _ in range(n_actors)]
         pending = {}
@@ -89,17 +94,24 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
+            t = time.perf_counter()
             try:
                 result, passes, node, gpu_ids = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, UserError):  # said on the worker: said here, once
                     raise exc.cause from None
+                if missing_module(str(exc)):
+                    raise UserError(missing_module(str(exc))) from exc
                 raise
             except ray.exceptions.RayActorError as exc:
+                missing = missing_module(str(exc))
+                if missing:
+                    raise UserError(missing) from exc
                 raise UserError(
                     f"a Ray worker died {RETRIES + 1} times on model {unit.model_index} images {unit.sample_indices[0]}..{unit.sample_indices[-1]} "
                     f"({type(exc).__name__}); the finished batches are kept: rerun the same command to resume"
                 ) from exc
+            info["gather_s"] = info.get("gather_s", 0.0) + time.perf_counter() - t  # the rows back to the driver
             for k, v in passes.items():
                 setattr(counter, k, getattr(counter, k) + v)
             nodes.add(node)
@@ -144,6 +156,21 @@ def _actor_class(ray, run, device: torch.device, n_units: int):
         options = {"num_cpus": run.ray_cpus_per_worker}
     Actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **options)(_RayWorker)
     return Actor, max(1, min(n_units, room))
+
+
+def missing_module(text: str) -> str | None:
+    """The error for a worker node that cannot import a module the run needs (from the text of
+    Ray's error), naming the distribution that provides it on the driver; None for other errors."""
+    import re
+    from importlib import metadata
+
+    found = re.search(r"No module named '([\w.]+)'", text)
+    if not found:
+        return None
+    module = found.group(1)
+    dists = metadata.packages_distributions().get(module.split(".")[0], [])
+    what = f"distribution {', '.join(sorted(set(dists)))!s}" if dists else f"the package that provides module {module!r}"
+    return f"--executor ray: a Ray worker node cannot import {module!r}: install {what} on every node (the same version as here), then rerun the same command to resume"
 
 
 def _suffix(plan, d) -> str:
