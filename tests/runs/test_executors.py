@@ -160,3 +160,16 @@ def test_a_worker_node_without_a_plugin_package_is_told_which_distribution_to_in
     text = "The actor died because of an error raised in its creation task ... ModuleNotFoundError: No module named 'xaibench_weaksup.cyclegan'"
     assert "install distribution xaibench-weaksup on every node" in missing_module(text)
     assert "module 'nowhere_pkg'" in missing_module("No module named 'nowhere_pkg'") and missing_module("out of memory") is None
+
+
+def test_no_cluster_at_ray_address_is_one_error_line_and_nothing_written(tiny_config, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match=rf"no Ray cluster at RAY_ADDRESS='127.0.0.1:{port}'.*ray start --head"):
+        run_benchmark(load_config(tiny_config), tmp_path / "out", executor="ray", show_progress=False)
+    assert not (tmp_path / "out").exists()

@@ -62,6 +62,8 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         import ray
     except ImportError as exc:
         raise UserError("--executor ray needs Ray: pip install 'xaibench[ray]'") from exc
+    if os.environ.get("RAY_ADDRESS") and not ray.is_initialized():  # before any model is trained
+        _check_reachable(os.environ["RAY_ADDRESS"])
     # the driver trains (or loads) each model of each replicate once, on its CPU; the actors get
     # the weights through the object store, never from a disk (theirs may not hold the driver's cache)
     shipped: dict[str, int] = {}
@@ -140,6 +142,20 @@ def _init(ray, num_workers: int | None) -> bool:
     except ConnectionError as exc:
         raise UserError(f"--executor ray: no Ray cluster at RAY_ADDRESS={address!r} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); start one (ray start --head) or unset RAY_ADDRESS for a local one") from exc
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` in ``RAY_ADDRESS`` that accepts no connection is one error line now (Ray
+    itself waits on it for minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"--executor ray: no Ray cluster at RAY_ADDRESS={address!r} ({exc.strerror or exc}); start one (ray start --head) or unset RAY_ADDRESS for a local one") from None
 
 
 def _actor_class(ray, run, device: torch.device, n_units: int):
