@@ -27,6 +27,8 @@ import pytest
 import torch
 
 import xaibench
+from xaibench.config.vocabulary import BACKGROUND_ONLY, HIGHLIGHTED_ONLY, HIGHLIGHTED_PLUS_TARGET
+from xaibench.config.vocabulary import MODES as VOCAB_MODES
 from xaibench.engine.capture import shared_pass
 from xaibench.models.smp_unet import unet_tail
 
@@ -40,7 +42,7 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # n
 from .test_cam_speed import ORACLE, _ablation_by_full_forwards  # noqa: E402
 
 THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5]
-MODES = ["background_only", "highlighted_only", "highlighted_plus_target"]
+MODES = list(VOCAB_MODES)
 METRICS = ["confidence", "entropy", "iou_drop"]
 CHUNKS = [4, 8, 16, 32, 64]
 TIMES: dict[str, float] = {}
@@ -180,7 +182,7 @@ def _user_scores(unet, image, region, truth, clean_iou, keep, mode) -> dict[str,
     p = torch.sigmoid(logit)
     h = -(p * torch.log(p.clamp_min(1e-12)) + (1 - p) * torch.log((1 - p).clamp_min(1e-12)))
     out = {"confidence": float(p[region].mean()), "entropy": float(h[region].mean())}
-    if mode == "background_only":
+    if mode == BACKGROUND_ONLY:
         out["iou_drop"] = _iou(logit > 0, truth) - clean_iou
     return out
 
@@ -204,7 +206,7 @@ def test_users_way(benchmark, unet, images, truth):
                     for mode in MODES:
                         for i in range(len(images)):
                             b = maps[i] >= t
-                            keep = {"background_only": ~b, "highlighted_only": b, "highlighted_plus_target": b | region[i]}[mode]
+                            keep = {BACKGROUND_ONLY: ~b, HIGHLIGHTED_ONLY: b, HIGHLIGHTED_PLUS_TARGET: b | region[i]}[mode]
                             key = (method, layer, t, mode, i)
                             scores[key] = _user_scores(unet, images[i : i + 1], region[i], truth[i], clean[i], keep.float(), mode)
         return scores
