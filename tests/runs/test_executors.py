@@ -137,19 +137,30 @@ def two_node_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _run_in_subprocess(config, out, executor: str, env: dict) -> None:
+    """``xaibench.run`` in a process of its own: Ray keeps a process's authentication settings
+    once read, so a driver joining the test cluster (authentication off) must not be this one."""
+    import subprocess
+
+    code = f"import xaibench; xaibench.run({str(config)!r}, {str(out)!r}, executor={executor!r}, show_progress=False)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.slow
-def test_a_two_node_cluster_at_ray_address_gives_the_local_table(tiny_config, tmp_path, monkeypatch, two_node_cluster):
+def test_a_two_node_cluster_at_ray_address_gives_the_local_table(tiny_config, tmp_path, two_node_cluster):
     import json
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    local = run_benchmark(load_config(tiny_config), tmp_path / "local", show_progress=False)
-    text = tiny_config.read_text().replace("batch_size = 4", "batch_size = 1")  # 6 units for 2 actors
-    tiny_config.write_text(text)
-    monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
-    remote = run_benchmark(load_config(tiny_config), tmp_path / "ray", executor="ray", show_progress=False)
+    import pandas as pd
+
+    tiny_config.write_text(tiny_config.read_text().replace("batch_size = 4", "batch_size = 1"))  # 6 units for 2 actors
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(XAIBENCH_CACHE=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(sys.path))
+    _run_in_subprocess(tiny_config, tmp_path / "local", "local", env)
+    _run_in_subprocess(tiny_config, tmp_path / "ray", "ray", {**env, "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "disabled"})
     key = ["cell_key", "image_id"]
-    a, b = local.sort_values(key).reset_index(drop=True), remote.sort_values(key).reset_index(drop=True)
-    assert a[key].equals(b[key]) and (a["value"] - b["value"]).abs().max() < 1e-5
+    local, remote = (pd.read_parquet(tmp_path / d / "results.parquet").sort_values(key).reset_index(drop=True) for d in ("local", "ray"))
+    assert local[key].equals(remote[key]) and (local["value"] - remote["value"]).abs().max() < 1e-5
     info = json.loads((tmp_path / "ray" / "manifest.json").read_text())["executor"]
     assert info["actors"] == 2 and len(info["nodes"]) == 2  # both nodes ran units
 
