@@ -27,7 +27,7 @@ import torch
 
 from xaibench.engine import cpu_isa
 from xaibench.errors import UserError
-from xaibench.runs.worker import BatchResult, BatchWorker, WorkerState, load_state
+from xaibench.runs.worker import BatchResult, BatchWorker, WorkerState, load_state, replicate_suffix
 
 
 @dataclass
@@ -85,7 +85,7 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         plan_ref, data_ref = ray.put(plan), ray.put([dataclasses.replace(d, dataset=None) for d in data])
         state_refs = {key: ray.put(state) for key, state in states.items()}
         info["ship_s"] = time.perf_counter() - t  # the plan, the decoded images and the weights into the object store
-        shipped.update({f"{plan.models[k[0]].ref.label}{_suffix(plan, data[k[1]])}": _nbytes(st) for k, st in states.items()})
+        shipped.update({f"{plan.models[k[0]].ref.label}{replicate_suffix(plan, data[k[1]].replicate)}": _nbytes(st) for k, st in states.items()})
         actors = [Actor.remote(plan_ref, data_ref, state_refs, device.type) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
@@ -102,8 +102,9 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
             except ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, UserError):  # said on the worker: said here, once
                     raise exc.cause from None
-                if missing_module(str(exc)):
-                    raise UserError(missing_module(str(exc))) from exc
+                missing = missing_module(str(exc))
+                if missing:
+                    raise UserError(missing) from exc
                 raise
             except ray.exceptions.RayActorError as exc:
                 missing = missing_module(str(exc))
@@ -189,15 +190,9 @@ def missing_module(text: str) -> str | None:
     return f"--executor ray: a Ray worker node cannot import {module!r}: install {what} on every node (the same version as here), then rerun the same command to resume"
 
 
-def _suffix(plan, d) -> str:
-    return f" ({d.replicate.describe()})" if len(plan.replicates) > 1 else ""
-
-
 def _nbytes(state: WorkerState) -> int:
     """Bytes of the tensors a state ships (the model's and the fitted networks' weights)."""
-    nets = [state.model.module] + [e for e in state.explainers.values() if isinstance(e, torch.nn.Module)]
-    nets += [v for e in state.explainers.values() for v in getattr(e, "__dict__", {}).values() if isinstance(v, torch.nn.Module)]
-    seen = {id(t): t for n in nets for t in list(n.parameters()) + list(n.buffers())}
+    seen = {id(t): t for n in state.networks() for t in list(n.parameters()) + list(n.buffers())}
     return sum(t.numel() * t.element_size() for t in seen.values())
 
 
@@ -248,11 +243,8 @@ def _to_device(state: WorkerState, device: torch.device) -> WorkerState:
     """The shipped state with the model and every network the explainers hold on ``device``."""
     if device.type == "cpu":
         return state
-    state.model.module.to(device)
-    for e in state.explainers.values():
-        for v in [e, *getattr(e, "__dict__", {}).values()]:
-            if isinstance(v, torch.nn.Module):
-                v.to(device)
+    for net in state.networks():
+        net.to(device)
     if state.mean is not None:
         state.mean = state.mean.to(device)
     return state

@@ -64,6 +64,16 @@ class WorkerState:
     load_s: float = 0.0
     fit_s: float = 0.0
 
+    def networks(self) -> list[torch.nn.Module]:
+        """The model's module and every network the explainers are or hold (what is shipped and moved)."""
+        held = [v for e in self.explainers.values() for v in [e, *getattr(e, "__dict__", {}).values()]]
+        return [self.model.module] + [v for v in held if isinstance(v, torch.nn.Module)]
+
+
+def replicate_suffix(plan, replicate) -> str:
+    """`` (fold 2, seed 1)`` where the plan has replicates, else empty (names timings and shipments)."""
+    return f" ({replicate.describe()})" if len(plan.replicates) > 1 else ""
+
 
 def load_state(plan, model_index: int, data: ReplicateData, device: torch.device, show_progress: bool = False) -> WorkerState:
     """Load (or train on a cache miss) model ``model_index`` of ``plan`` for ``data``'s replicate,
@@ -75,8 +85,7 @@ def load_state(plan, model_index: int, data: ReplicateData, device: torch.device
     load_s = time.perf_counter() - t
     # explainers with a network of their own train it on this replicate's training images
     # (and one whose network is a model plugin, segx's segmenter, loads it as the models are)
-    suffix = f" ({data.replicate.describe()})" if len(plan.replicates) > 1 else ""
-    fit = FitContext(**vars(ctx), seed=seed, model=model, title=f"for {mp.ref.label}{suffix}", load_model=model_loader(plan.registry, ctx, seed))
+    fit = FitContext(**vars(ctx), seed=seed, model=model, title=f"for {mp.ref.label}{replicate_suffix(plan, data.replicate)}", load_model=model_loader(plan.registry, ctx, seed))
     explainers, fitted, fit_s = fit_explainers(mp.explainers, fit)
     mean = data.dataset.channel_mean() if plan.config.run.fill == "mean" else None
     return WorkerState(model, explainers, fitted, mean, load_s, fit_s)
@@ -115,7 +124,7 @@ class BatchWorker:
     @property
     def replicate_suffix(self) -> str:
         """`` (fold 2, seed 1)`` where the run has replicates, else empty (names timings)."""
-        return f" ({self.replicate.describe()})" if len(self.plan.replicates) > 1 else ""
+        return replicate_suffix(self.plan, self.replicate)
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
