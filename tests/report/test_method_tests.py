@@ -62,6 +62,16 @@ def test_holm_by_hand_and_nan_kept():
     assert holm([]).shape == (0,)
 
 
+
+def test_holm_equals_statsmodels_exactly():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 40):
+        p = rng.uniform(size=size) ** 3  # small ones, large ones (corrected past 1 -> 1)
+        p[: size // 3] = p[0]  # ties
+        assert np.array_equal(holm(p), multipletests(p, method="holm")[1])
+
 def test_cd_diagram_writes_a_png(tmp_path):
     rng = np.random.default_rng(1)
     vals = {f"m{j}": _series(rng.normal(size=12) + j) for j in range(4)}

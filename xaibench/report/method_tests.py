@@ -36,14 +36,21 @@ class Friedman:
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm-corrected p-values (NaN kept where a p-value is NaN, the family being the others)."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-corrected p-values (NaN kept where a p-value is NaN, the family being the others).
 
+    The arithmetic of statsmodels' ``multipletests(p, method="holm")``, step for step (so the
+    same floats; a test holds them equal), without its call: that one runs ``gc.collect()``
+    each time, which in a run's process costs a tenth of a second per family."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
+        order = np.argsort(p[ok])
+        ranked = p[ok][order]
+        corrected = np.minimum(np.maximum.accumulate(ranked * np.arange(len(ranked), 0, -1)), 1.0)
+        unsorted = np.empty_like(corrected)
+        unsorted[order] = corrected
+        out[ok] = unsorted
     return out
 
 
