@@ -54,10 +54,67 @@ def test_ablation_cam_on_a_plain_smp_module_makes_no_full_forward_beyond_the_sha
     calls = []
     module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     plain = xaibench.explain(module, images, "ablation_cam", "decoder1")
-    assert calls == [1, 2]  # the probe of the task, then the one shared pass
+    assert calls == [2]  # the one shared pass: the task is read from the segmentation head, no probe
     assert "warning" not in capsys.readouterr().err
     calls.clear()
-    slow = xaibench.explain(LoadedModel(module=module, task="binary", layers={"decoder1": "decoder.blocks.2"}), images, "ablation_cam", "decoder1")
-    assert sum(calls) > 2 + 4  # a full forward per ablated channel (4 in the last block)
-    assert torch.allclose(plain, slow, atol=1e-5)  # the same maps
-    assert capsys.readouterr().err.count("no tail there") == 1  # said once, with what to do
+    bare = LoadedModel(module=module, task="binary", layers={"decoder1": "decoder.blocks.2"})  # no tail given
+    replayed = xaibench.explain(bare, images, "ablation_cam", "decoder1")
+    assert calls[:2] == [1, 1] and calls[2] == 2  # the replay's recorded image and its check, then the shared pass
+    assert torch.allclose(plain, replayed, atol=1e-5)  # the same maps
+    assert "no tail there" not in capsys.readouterr().err  # a tail derived by replay (tests/engine/test_replay.py)
+
+
+class _Net(torch.nn.Module):
+    """A plain (not smp) segmentation net with a replaceable head."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Conv2d(4, classes, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_a_plain_module_is_probed_for_its_task_on_its_first_call_only_and_again_when_its_head_changes():
+    """The probe forward (one image) that tells a plain module's task is made once per module,
+    not on every call; a replaced head (another output channel count) is probed again."""
+    import gc
+    import weakref
+
+    from xaibench.api import task_of
+
+    net, images = _Net(classes=1).eval(), torch.rand(2, 3, 16, 16)
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    first = xaibench.explain(net, images, "saliency", "input")
+    assert calls == [1, 2]  # the probe, then the shared pass
+    calls.clear()
+    again = xaibench.explain(net, images, "saliency", "input")
+    assert calls == [2]  # remembered: no probe
+    assert torch.equal(first, again)
+    assert task_of(net, images) == "binary" and calls == [2]
+    net.head = torch.nn.Conv2d(4, 3, 1)
+    calls.clear()
+    assert task_of(net, images) == "multiclass" and calls == [1]  # the new head noticed and probed
+    xaibench.explain(net, images, "saliency", "input")
+    assert calls == [1, 2]
+    gone = weakref.ref(net)
+    del net
+    gc.collect()
+    assert gone() is None  # the remembered task does not keep the module alive
+
+
+@pytest.mark.parametrize("classes, task", [(1, "binary"), (3, "multiclass")])
+def test_an_smp_models_task_is_read_from_its_segmentation_head_without_a_forward(classes, task):
+    import segmentation_models_pytorch as smp
+
+    from xaibench.api import task_of
+
+    module = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=[16, 8, 4], classes=classes).eval()
+    calls = []
+    module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    assert task_of(module, torch.rand(2, 3, 32, 32)) == task
+    assert calls == []
+    module.segmentation_head = torch.nn.Conv2d(4, 2, 1)  # a head of the user's own: probed
+    assert task_of(module, torch.rand(2, 3, 32, 32)) == "multiclass" and calls == [1]

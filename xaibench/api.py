@@ -5,6 +5,7 @@ Both use the same engine as the CLI runner.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from xaibench.engine.heatmaps import HeatmapEngine
 from xaibench.engine.targets import TargetSpec
 from xaibench.errors import UserError
 from xaibench.explainers.base import explains_input
-from xaibench.models.base import LoadedModel, infer_task, logits_of
+from xaibench.models.base import LoadedModel, Task, infer_task, logits_of
 from xaibench.registry.discovery import load_registry
 
 
@@ -75,10 +76,7 @@ def explain(
     module.eval()
     try:
         if loaded is None:
-            device = next((p.device for p in module.parameters()), torch.device("cpu"))
-            with torch.no_grad():
-                probe = module(images[:1].to(device))
-            loaded = _plain(module, infer_task(logits_of(probe)))
+            loaded = _plain(module, task_of(module, images))
         given = _as_list(layers)
         paths = [loaded.resolve_layer(l) for l in given]
         labels = [l if isinstance(l, str) else p for l, p in zip(given, paths)]
@@ -95,6 +93,52 @@ def explain(
     if len(result) == 1 and isinstance(methods, str) and not isinstance(layers, (list, tuple)) and not any(c in methods for c in "*?["):
         return next(iter(result.values()))
     return result
+
+
+#: plain module -> (its structure, its task): what a probe forward found, kept while the module lives
+_TASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def task_of(module: nn.Module, images: torch.Tensor) -> Task:
+    """The task of a plain module: read from its architecture where that says it (an smp
+    model's segmentation head: 1 output channel is ``binary``, more ``multiclass``), else from
+    the logits of one 1-image probe forward, made on the module's first call only and
+    remembered while the module lives and its structure (module paths, types and parameter
+    shapes) stays the same, so a replaced head is probed again. The probe was a fixed cost of
+    every call (a forward of one image, about 1/8 of the 8-image call's own forward)."""
+    task = _head_task(module)
+    if task is not None:
+        return task
+    structure = _structure(module)
+    known = _TASKS.get(module)
+    if known is not None and known[0] == structure:
+        return known[1]
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        task = infer_task(logits_of(module(images[:1].to(device))))
+    _TASKS[module] = (structure, task)
+    return task
+
+
+def _head_task(module: nn.Module) -> Task | None:
+    """``binary`` or ``multiclass`` from an smp model's ``SegmentationHead`` (its convolution's
+    output channels are the logits' channels), or None where the module is not one."""
+    from xaibench.models import model_sources as src
+
+    if not src.is_smp(module):
+        return None
+    from segmentation_models_pytorch.base import SegmentationHead
+
+    head = module.segmentation_head
+    if type(head) is not SegmentationHead or not isinstance(head[0], nn.Conv2d):
+        return None  # a head of the user's own: its output is what a probe finds out
+    return "binary" if head[0].out_channels == 1 else "multiclass"
+
+
+def _structure(module: nn.Module) -> tuple:
+    """What a module's task follows from, short of its forward code: every submodule's path,
+    type and parameter shapes (about 0.3 ms for a ResNet-18 U-Net; no weight is read)."""
+    return tuple((path, type(m), tuple(p.shape for p in m.parameters(recurse=False))) for path, m in module.named_modules())
 
 
 def _plain(module: nn.Module, task) -> LoadedModel:
