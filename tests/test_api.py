@@ -118,3 +118,37 @@ def test_an_smp_models_task_is_read_from_its_segmentation_head_without_a_forward
     assert calls == []
     module.segmentation_head = torch.nn.Conv2d(4, 2, 1)  # a head of the user's own: probed
     assert task_of(module, torch.rand(2, 3, 32, 32)) == "multiclass" and calls == [1]
+
+
+def test_plugin_discovery_is_not_repeated_on_every_call_but_is_when_what_it_reads_changes(monkeypatch, tmp_path, tiny_unet, tiny_images):
+    """explain() keeps its plugin registry while sys.path's folders, XAIBENCH_DISABLE_PLUGINS and
+    the plugin modules' hook functions stay the same; a change to any of them discovers again."""
+    import os
+    import sys
+
+    import xaibench.api as api
+    from xaibench.plugin import hookimpl
+    from xaibench.registry.discovery import load_registry
+
+    calls = []
+    monkeypatch.setattr(api, "load_registry", lambda: calls.append(1) or load_registry())
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    explain = lambda: xaibench.explain(tiny_unet, tiny_images, "saliency", "input")  # noqa: E731
+    explain()
+    explain()
+    assert len(calls) == 1
+    (tmp_path / "xaibench_new_plugin-1.0.dist-info").mkdir()  # a distribution installed there
+    os.utime(tmp_path, ns=(1, 1))
+    explain()
+    explain()
+    assert len(calls) == 2
+    monkeypatch.setenv("XAIBENCH_DISABLE_PLUGINS", "no_such_plugin")
+    explain()
+    assert len(calls) == 3
+    explain()
+    assert len(calls) == 3
+    builtin = sys.modules["xaibench.registry.builtin.explainers"]
+    original = builtin.register_explainers
+    monkeypatch.setattr(builtin, "register_explainers", hookimpl(lambda register: original(register)))  # as a reload makes it
+    explain()
+    assert len(calls) == 4
