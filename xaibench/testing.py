@@ -1,5 +1,5 @@
 """Contract checks for plugin packages' own tests: ``check_explainer``, ``check_metric``,
-``check_dataset``, ``check_model``.
+``check_dataset``, ``check_model``, ``check_tail``.
 
 Each runs a plugin class on a tiny model and tiny images made here (CPU, a second or two) and
 raises an ``AssertionError`` that says what is wrong, in the words of the plugin contract
@@ -335,3 +335,28 @@ def explainer_maps(
     path = model.resolve_layer(layer)
     engine = HeatmapEngine(model, explainers, fitted=None if fitted is None else {explainer.name: fitted})
     return engine.run(images, [path], pairs=[(explainer.name, path)]).maps[(explainer.name, path)]
+
+
+def check_tail(model: LoadedModel, layer: str, images: torch.Tensor) -> None:
+    """That Ablation-CAM at ``layer`` (an alias or module path) runs on the rest of the network
+    only: the model's own tail there, or one xaibench derives by replaying the forward, gives the
+    full forward's logits to 1e-5 with the layer's output kept and with it halved. Fails where
+    ablation would cost a full forward per channel (say why in ``LoadedModel(tail=...)``)."""
+    from xaibench.engine.capture import forward_replacing, shared_pass
+    from xaibench.engine.replay import tail_at
+
+    path = model.resolve_layer(layer)
+    images = images.to(model.device)
+    tail = tail_at(model, path, images)
+    if tail is None:
+        _fail(f"model at {layer!r}", ["no tail: the model gives none there and replaying its forward from the layer does not reproduce its logits"])
+    cap = shared_pass(model.module, images, [path], extra=list(tail.extra))
+    idx = torch.arange(images.shape[0] - 1, -1, -1, device=images.device)  # rows out of order, as chunks are
+    for scale in (1.0, 0.5):
+        act = cap.activations[path][idx] * scale
+        with torch.no_grad():
+            got = tail.fn(act, cap.extras, idx)
+        want = forward_replacing(model.module, images[idx], path, act)
+        err = float((got - want).abs().max())
+        if err > 1e-5 * max(1.0, float(want.abs().max())):
+            _fail(f"model at {layer!r}", [f"the tail's logits differ from the full forward's by {err:.2e} (layer output x {scale})"])

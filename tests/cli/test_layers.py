@@ -69,7 +69,7 @@ def test_layers_lists_paths_aliases_shapes_channels_and_tails(tmp_path, capsys):
     table = rows(out)
     assert table["decoder.blocks.2"] == ["decoder.blocks.2", "decoder1", "UnetDecoderBlock", "1x4x64x64", "4", "yes"]
     assert table["decoder.blocks.1"][:5] == ["decoder.blocks.1", "decoder2", "UnetDecoderBlock", "1x8x32x32", "8"]
-    assert table["encoder.layer2"][1:] == ["Sequential", "1x128x8x8", "128"]  # no tail there
+    assert table["encoder.layer2"][1:] == ["Sequential", "1x128x8x8", "128", "replay"]  # no tail of its own: one by replay
     assert table["output"][-2:] == ["1x1x64x64", "1"]
     assert "encoder" not in table  # a list of features is no layer to explain (shown with --all)
     assert main(["layers", str(config(tmp_path, UNET)), "--all"]) == 0

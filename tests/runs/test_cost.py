@@ -41,7 +41,7 @@ def test_the_estimate_counts_a_forward_per_channel_and_tail_forwards_where_the_m
         "score_cam@decoder1": 4,  # decoder1 of this U-Net has 4 channels
         "ablation_cam@decoder1 (tail)": 4,
         "score_cam@encoder.layer2": 128,
-        "ablation_cam@encoder.layer2 (no tail: full forwards)": 128,
+        "ablation_cam@encoder.layer2 (tail)": 128,  # derived by replaying the forward (tests/engine/test_replay.py)
         "perturbed inputs": 3 * 2 * 2,  # explainers x layers x thresholds, one perturbation
     }
     assert c.per_image_s == pytest.approx(sum(s for _, _, s in c.parts)) and all(s > 0 for _, _, s in c.parts)

@@ -63,7 +63,7 @@ def _table(pr, depth: int, every: bool) -> None:
         if not every and info.channels is None and not info.aliases and info.path and pr.hookable:
             continue
         shape = "x".join(map(str, info.shape)) if info.shape else "-"
-        rows.append((info.path or "output", ",".join(info.aliases), info.kind, shape, str(info.channels or "-"), "yes" if info.tail else ""))
+        rows.append((info.path or "output", ",".join(info.aliases), info.kind, shape, str(info.channels or "-"), info.tail))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

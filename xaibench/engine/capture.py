@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xaibench.config.vocabulary import INPUT_LAYER
 from xaibench.models.base import logits_of
 
 
@@ -47,6 +48,8 @@ def _detach(value: Any) -> Any:
         return value.detach()
     if isinstance(value, (list, tuple)):
         return type(value)(_detach(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detach(v) for k, v in value.items()}
     return value
 
 
@@ -58,8 +61,8 @@ def hooked(module: nn.Module, paths: list[str], store: dict[str, Any], replace: 
     try:
         for path in paths:
             def hook(_m, _inp, out, path=path):
-                if replace is not None and path in replace:
-                    return replace[path]
+                if replace is not None and path in replace:  # a list or tuple: its first element (logits_of)
+                    return type(out)([replace[path], *out[1:]]) if isinstance(out, (list, tuple)) else replace[path]
                 store[path] = out
             handles.append(modules[path].register_forward_hook(hook))
         yield
@@ -84,13 +87,14 @@ def shared_pass(
     captured activations and return their gradients as well; with ``input_gradients``, the
     same backward also gives d(score)/d(images) (Saliency, Input x Gradient).
     """
-    extra = [p for p in (extra or []) if p not in layers]
+    extra = list(dict.fromkeys(extra or []))  # INPUT_LAYER among them: the images; a layer too, where a tail needs it
     store: dict[str, Any] = {}
     want_input = score is not None and input_gradients
     want_grad = score is not None and (bool(layers) or want_input)
     if want_grad:  # a graph even when the model's parameters are frozen; its gradient is never computed
         images = images.detach().requires_grad_(True)
-    with hooked(module, list(dict.fromkeys(layers + extra)), store), torch.set_grad_enabled(want_grad):
+    paths = list(dict.fromkeys(layers + [p for p in extra if p != INPUT_LAYER]))
+    with hooked(module, paths, store), torch.set_grad_enabled(want_grad):
         logits = logits_of(module(images))
     if counter is not None:
         counter.forwards += 1
@@ -115,7 +119,7 @@ def shared_pass(
         logits=logits.detach(),
         activations={p: a.detach() for p, a in acts.items()},
         gradients=grads,
-        extras={p: _detach(store[p]) for p in extra},
+        extras={p: images.detach() if p == INPUT_LAYER else _detach(store[p]) for p in extra},
         input_gradients=input_grad,
     )
 

@@ -19,6 +19,7 @@ from xaibench import __version__
 from xaibench.config.vocabulary import INPUT_LAYER
 from xaibench.engine.cache import HeatmapCache, code_fingerprint, heatmap_key, image_key
 from xaibench.engine.capture import PassCounter, Scorer, forward_replacing, shared_pass
+from xaibench.engine.replay import tail_at
 from xaibench.engine.targets import Target, TargetSpec, resolve
 from xaibench.errors import UserError
 from xaibench.explainers.base import ExplainContext, explains_input, params_key
@@ -237,10 +238,10 @@ class HeatmapEngine:
             if (name, layer) not in self._no_tail_warned:
                 self._no_tail_warned.add((name, layer))
                 warn(
-                    f"{name} at layer {layer!r}: the model has no tail there (the rest of the network after the layer), so each "
-                    "ablated channel costs a full forward; the maps are the same, only slower. Known families get one by "
-                    "themselves (segmentation-models-pytorch models; the smp_unet and torch_model plugins); for another, give "
-                    "xaibench.models.base.LoadedModel(..., tail=...) (docs/plugins.md)"
+                    f"{name} at layer {layer!r}: the model has no tail there (the rest of the network after the layer), and "
+                    "replaying its forward from the layer does not give its logits (the layer or a module before it runs twice, "
+                    "or a captured output is changed in place), so each ablated channel costs a full forward; the maps are the "
+                    "same, only slower. Give one with xaibench.models.base.LoadedModel(..., tail=...) (docs/plugins.md)"
                 )
 
     def _shared_pass(self, images: torch.Tensor, single: list[Pair], spec, ground_truth: torch.Tensor | None):
@@ -256,7 +257,7 @@ class HeatmapEngine:
             needs |= self.explainers[name].needs
         uses_layer = Pass.ACTIVATIONS | Pass.GRADIENTS | Pass.TAIL_FORWARDS
         hooked = list(dict.fromkeys(l for n, l in single if self.explainers[n].needs & uses_layer))
-        tails = {l: self.model.tail(l) for n, l in single if self.explainers[n].needs & Pass.TAIL_FORWARDS}
+        tails = {l: tail_at(self.model, l, images) for n, l in single if self.explainers[n].needs & Pass.TAIL_FORWARDS}
         self._warn_no_tail([(n, l) for n, l in single if self.explainers[n].needs & Pass.TAIL_FORWARDS and tails[l] is None])
         extra = list(dict.fromkeys(p for t in tails.values() if t is not None for p in t.extra))
         resolved: dict[str, Target] = {}

@@ -15,6 +15,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xaibench.engine.replay import tail_at
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel, fused_parts
 from xaibench.registry.passes import Pass
@@ -67,9 +68,11 @@ def _channels(pr: Probe, path: str, image_channels: int) -> int:
 
 def estimate(mp, model: LoadedModel, paths: dict[str, str], image, chunk_size: int) -> Cost:
     """Seconds per image of model plan ``mp``'s grid (see the module docstring)."""
-    tails = {p for path in paths.values() for p in (fused_parts(path) or [path]) if p not in ("", "input") and model.tail(p) is not None}
-    keep = tuple(dict.fromkeys(e for p in tails for e in model.tail(p).extra)) + tuple(tails)
+    x = image[None].to(model.device)
+    tails = {p: t for path in paths.values() for p in (fused_parts(path) or [path]) if p not in ("", "input") and (t := tail_at(model, p, x)) is not None}
+    keep = tuple(dict.fromkeys(e for t in tails.values() for e in t.extra if e != "input")) + tuple(tails)
     pr = probe(model, image, keep=keep)
+    outputs = {**pr.outputs, "input": x}
     one, row = forward_seconds(model, image, max(1, min(chunk_size, 4)))
     cost = Cost()
     pairs = list(dict.fromkeys((c.explainer, c.layer) for c in mp.cells if c.explainer))
@@ -84,8 +87,8 @@ def estimate(mp, model: LoadedModel, paths: dict[str, str], image, chunk_size: i
                 if needs[base] & Pass.MASKED_FORWARDS:
                     cost.add(f"{base}@{layer}", k, k * row)
                 if needs[base] & Pass.TAIL_FORWARDS:
-                    tail = model.tail(path) if path in tails else None
-                    per = tail_seconds(tail, pr.outputs[path], pr.outputs, max(1, min(chunk_size, 4))) if tail else row
+                    tail = tails.get(path)
+                    per = tail_seconds(tail, outputs[path], outputs, max(1, min(chunk_size, 4))) if tail else row
                     cost.add(f"{base}@{layer}" + (" (tail)" if tail else " (no tail: full forwards)"), k, k * per)
                 if needs[base] & Pass.MODEL_PASSES and base not in cost.not_counted:
                     cost.not_counted.append(base)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xaibench.engine.capture import hooked
+from xaibench.engine.replay import record, replayable
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel, Tail, logits_of
 
@@ -27,7 +27,7 @@ class LayerInfo:
     aliases: tuple[str, ...]
     kind: str
     shape: tuple[int, ...] | None
-    tail: bool
+    tail: str  #: "yes" (the model's own), "replay" (derived by replaying the forward, checked when used) or ""
 
     @property
     def channels(self) -> int | None:
@@ -53,12 +53,15 @@ def probe(model: LoadedModel, image: torch.Tensor, keep: tuple[str, ...] = ()) -
     """Every module's output shape on ``image`` ``[C, H, W]`` (one forward, hooks removed after)."""
     module = model.module
     hookable = not isinstance(module, torch.jit.ScriptModule)
-    paths = [p for p, _ in module.named_modules()] if hookable else []
     store: dict[str, Any] = {}
+    finished: list[str] = []
     x = image[None].to(model.device)
     try:
-        with hooked(module, paths, store), torch.no_grad():
-            logits = logits_of(module(x))
+        if hookable:
+            logits, finished, store = record(module, x)
+        else:
+            with torch.no_grad():
+                logits = logits_of(module(x))
     except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"the model fails on an image of {tuple(image.shape)} (C x H x W): {text}") from exc
@@ -68,7 +71,7 @@ def probe(model: LoadedModel, image: torch.Tensor, keep: tuple[str, ...] = ()) -
     infos = []
     for path, mod in module.named_modules():
         shape = tuple(logits.shape) if path == "" else _shape(store.get(path))
-        tail = bool(path) and hookable and model.tail(path) is not None
+        tail = "" if not path or not hookable or shape is None else "yes" if model.tail(path) is not None else "replay" if replayable(finished, path) else ""
         infos.append(LayerInfo(path, tuple(aliases.get(path, ())), _kind(mod), shape, tail))
     return Probe(infos, logits, {p: store[p] for p in keep if p in store}, hookable)
 
