@@ -153,3 +153,20 @@ def test_a_background_inclusive_miou_is_shown_beside_the_empty_masks_value_which
     assert "empty_mask_miou" not in md  # neither ranked nor shown as a model's quality
     plain = render(_results(), summarize(_results()), "t")
     assert "The empty mask" not in plain  # only beside an mIoU
+
+
+def test_a_method_table_made_beforehand_is_the_one_the_leaderboard_would_make():
+    # what a run does: one method table for its CD diagrams and its leaderboard, of the ranked rows
+    from xaibench.report.methods import method_scores
+    from xaibench.report.models import at_chance, ranked_results
+
+    good, bad = _results(), _results().assign(model="bad")
+    quality = [
+        dict(dataset="d", model=m, explainer="", layer="", threshold="", perturbation="", metric=metric, image_id=f"i{i}", value=v, direction="higher")
+        for m, iou in (("m", 0.8), ("bad", 0.02)) for i in range(8) for metric, v in (("model_pooled_iou", iou + 0.01 * i), ("model_trivial_iou", 0.06))
+    ]
+    df = pd.concat([good, bad, pd.DataFrame(quality)], ignore_index=True)
+    s = summarize(df)
+    assert list(at_chance(s)) == ["bad"]  # so the ranked rows are not all rows
+    assert render(df, s, "t", scores=method_scores(ranked_results(df, s), 0)) == render(df, s, "t")
+    assert render(df, s, "t", scores=method_scores(df, 0)) != render(df, s, "t")  # the chance model's entries would be ranked

@@ -278,7 +278,7 @@ def _models_first(results, summary, per_replicate, notes, chance: str):
 def render(
     results: pd.DataFrame, summary: pd.DataFrame, title: str = "xaibench leaderboard", seed: int = 0, plots: list[str] | None = None,
     per_replicate: pd.DataFrame | None = None, notes: list[str] | None = None, chance: str = "warn", aggregates: dict | None = None,
-    layers: dict | None = None,
+    layers: dict | None = None, scores: methods.MethodScores | None = None,
 ) -> str:
     """The whole leaderboard as markdown (``per_replicate``: the replicates' statistics per cell,
     :func:`xaibench.report.stats.replicate_statistics`, with the metrics' own aggregates; ``notes``:
@@ -286,7 +286,8 @@ def render(
     first; a model at chance is ranked only with ``chance = "rank"``, else its cells are listed apart.
     ``aggregates``: the metrics' own statistics (:func:`xaibench.report.stats.metric_aggregates`),
     which the held-out method table (:mod:`xaibench.report.methods`) computes with; ``layers``:
-    model -> layer alias -> module path (the manifest's), said in the header."""
+    model -> layer alias -> module path (the manifest's), said in the header; ``scores``: that
+    method table where the caller has made it already (a run, for its CD diagrams)."""
     datasets = ", ".join(sorted(results["dataset"].unique())) if not results.empty else "–"
     models = ", ".join(sorted(results["model"].unique())) if not results.empty else "–"
     n_images = results["image_id"].nunique() if not results.empty else 0
@@ -308,7 +309,7 @@ def render(
     ]
     sections = [
         ("Models", quality),
-        ("Methods at settings chosen on held-out images", methods.section(method_scores(results, seed, aggregates), plots, refs)),
+        ("Methods at settings chosen on held-out images", methods.section(method_scores(results, seed, aggregates) if scores is None else scores, plots, refs)),
         ("Best method per perturbation mode and threshold", best_per_mode(summary)),
         ("Faithfulness ranking by IoU drop", iou_drop_ranking(results, seed)),
         ("Layer comparison", layer_comparison(summary)),

@@ -29,7 +29,7 @@ from xaibench.config.vocabulary import MODE_LABELS, SANITY_METRIC, TRIVIAL_BASEL
 from xaibench.report.markdown import ARROW, ci, fmt, pval, reference_line, saturation, table
 from xaibench.report.method_tests import Friedman, friedman, holm
 from xaibench.report.selection import selection_groups
-from xaibench.report.stats import Aggregate, Pooled, estimate, paired_p, statistic_of, with_replicates
+from xaibench.report.stats import Aggregate, Pooled, estimate, paired_p, statistics_by, with_replicates
 
 METHOD = ["model", "explainer"]
 BLOCK = ["metric", "perturbation"]
@@ -62,7 +62,7 @@ def _held_out(g: pd.DataFrame, groups: dict[str, str], agg) -> tuple[pd.DataFram
     held = []
     for name, own in g.groupby("_group", sort=True):
         other = g[g["_group"] != name]
-        scores = pd.Series({s: statistic_of(rows, agg) for s, rows in other.groupby("_setting", sort=True)}, dtype=float).dropna()
+        scores = statistics_by(other, "_setting", agg).dropna()
         if scores.empty:
             continue
         pick = best_label(scores, direction)

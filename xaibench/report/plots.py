@@ -136,15 +136,15 @@ def replicate_spread(per_replicate: pd.DataFrame, out_dir: Path, top: int = 10) 
     return paths
 
 
-def cd_diagrams(results: pd.DataFrame, seed: int, aggregates: dict, out_dir: Path) -> list[Path]:
+def cd_diagrams(scores, out_dir: Path) -> list[Path]:
     """One critical-difference diagram per metric and mode of the held-out method table
-    (:mod:`xaibench.report.methods`), where its Friedman test can run; ``results``: the ranked
-    rows (:func:`xaibench.report.models.ranked_results`)."""
+    ``scores`` (:func:`xaibench.report.methods.method_scores` of the ranked rows,
+    :func:`xaibench.report.models.ranked_results`), where its Friedman test can run."""
     from xaibench.report.method_tests import cd_diagram
-    from xaibench.report.methods import blocks, method_scores
+    from xaibench.report.methods import blocks
 
     paths = []
-    for blk in blocks(method_scores(results, seed, aggregates)):
+    for blk in blocks(scores):
         if blk.test is not None:
             title = f"{blk.metric}" + (f" — {MODE_TITLES.get(blk.perturbation, blk.perturbation)}" if blk.perturbation else "")
             paths.append(cd_diagram(blk.test, title, out_dir / blk.cd_name))

@@ -68,9 +68,10 @@ def render_runs(run_dirs: list[Path], output: Path | None, title: str | None = N
 
 def compose(
     df, summary, per_replicate, seed: int, title: str, plots: list[str], facts: list[provenance.RunFacts], output: Path | None, notes: list[str],
-    chance: str = "warn", aggregates: dict | None = None, layers: dict | None = None,
+    chance: str = "warn", aggregates: dict | None = None, layers: dict | None = None, scores=None,
 ) -> str:
-    """The leaderboard's tables (:func:`xaibench.report.leaderboard.render`) and its provenance footer:
-    what a run writes as its ``leaderboard.md`` and what :func:`render_runs` makes from run directories."""
-    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes, chance, aggregates, layers)
+    """The leaderboard's tables (:func:`xaibench.report.leaderboard.render`; ``scores``: its method
+    table where made already) and its provenance footer: what a run writes as its
+    ``leaderboard.md`` and what :func:`render_runs` makes from run directories."""
+    text = leaderboard.render(df, summary, title, seed, plots, per_replicate, notes, chance, aggregates, layers, scores)
     return text + "\n" + provenance.render(provenance.Provenance(title, facts), output)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from xaibench.config.vocabulary import best_label
-from xaibench.report.stats import estimate, statistic_of, with_replicates
+from xaibench.report.stats import estimate, statistics_by, with_replicates
 
 SELECTED = ["model", "explainer", "layer", "metric", "perturbation"]
 
@@ -54,7 +54,7 @@ def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_threshold
             continue
         direction = g["direction"].iloc[0]
         agg = aggregates.get(key[SELECTED.index("metric")])
-        stat = lambda rows: pd.Series({t: statistic_of(r, agg) for t, r in rows.groupby("threshold", sort=True)}, dtype=float).dropna()  # noqa: E731, B023
+        stat = lambda rows: statistics_by(rows, "threshold", agg).dropna()  # noqa: E731, B023
         pick = lambda s: best_label(s, direction)  # noqa: E731, B023 (used inside this iteration only)
         chosen, held = Counter(), []
         for name, own in g.groupby("group", sort=True):

@@ -139,9 +139,26 @@ def statistic_of(rows: pd.DataFrame, statistic: Aggregate | Pooled | None = None
     if isinstance(statistic, Pooled):
         names, counts = counts_of(rows)
         return float(statistic(names, counts)) if len(counts) else np.nan
-    ok = rows["value"].to_numpy(dtype=float)
-    ok = ok[~np.isnan(ok)]
+    return _statistic(rows["value"].to_numpy(dtype=float), statistic)
+
+
+def _statistic(values: np.ndarray, statistic: Aggregate | None) -> float:
+    ok = values[~np.isnan(values)]
     return (float(statistic(ok)) if statistic else float(ok.mean())) if len(ok) else np.nan
+
+
+def statistics_by(rows: pd.DataFrame, by: str, statistic: Aggregate | Pooled | None = None) -> pd.Series:
+    """:func:`statistic_of` the rows of each value of column ``by`` (values sorted, NaN left out,
+    as ``groupby(by, sort=True)`` iterates them), without making a frame per group where the
+    statistic needs only the values."""
+    codes, labels = pd.factorize(rows[by], sort=True)
+    order = np.argsort(codes, kind="stable")  # each label's rows in table order; NaN (-1) first
+    bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+    parts = [(labels[j], order[bounds[j] : bounds[j + 1]]) for j in range(len(labels))]
+    if isinstance(statistic, Pooled):
+        return pd.Series({k: statistic_of(rows.iloc[pos], statistic) for k, pos in parts}, dtype=float)
+    values = rows["value"].to_numpy(dtype=float)
+    return pd.Series({k: _statistic(values[pos], statistic) for k, pos in parts}, dtype=float)
 
 
 def replicate_statistics(df: pd.DataFrame, aggregates: Mapping[str, Aggregate | Pooled] | None = None) -> pd.DataFrame:
@@ -173,6 +190,15 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, sta
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _replicate_values(rows: pd.DataFrame) -> list[np.ndarray]:
+    """The ``value`` column of each replicate of ``rows`` (as ``groupby(REPLICATE, sort=True)``
+    splits it), without the groupby where every row is of one replicate (a run without replicates)."""
+    keys = [rows[c].to_numpy() for c in REPLICATE]
+    if len(rows) and all(not pd.isna(k[0]) and (k == k[0]).all() for k in keys):  # one replicate (NaN keys: the groupby)
+        return [rows["value"].to_numpy(dtype=float)]
+    return [r["value"].to_numpy(dtype=float) for _, r in rows.groupby(REPLICATE, sort=True)]
+
+
 def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | Pooled | None = None) -> tuple[float, float, float, np.ndarray]:
     """The value of a set of rows (with replicate columns) and its 95% CI: with several
     replicates, the mean of each replicate's statistic (the mean of its non-NaN values, or
@@ -181,7 +207,7 @@ def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | Pooled | 
     statistic pools each replicate's counts and resamples images with their counts."""
     if isinstance(statistic, Pooled):
         return _estimate_pooled(rows, seed, statistic)
-    groups = [r["value"].to_numpy(dtype=float) for _, r in rows.groupby(REPLICATE, sort=True)]
+    groups = _replicate_values(rows)
     ok = [x[~np.isnan(x)] for x in groups]
     per_rep = np.array([(float(statistic(x)) if statistic else float(x.mean())) for x in ok if len(x)])
     if len(per_rep) > 1:
@@ -273,22 +299,38 @@ def paired_p(a: pd.Series, b: pd.Series) -> float:
     """Two-sided Wilcoxon signed-rank p-value of per-image values ``a`` against ``b`` (both
     indexed by image id), on the images where both have a value: 1.0 when every difference is
     0, NaN with fewer than 2 pairs."""
-    pair = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
-    if len(pair) < 2:
+    if a.index.equals(b.index):  # the usual case, one set of images: no alignment to do
+        x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
+    else:
+        pair = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        x, y = pair["a"].to_numpy(dtype=float), pair["b"].to_numpy(dtype=float)
+    both = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[both], y[both]
+    if len(x) < 2:
         return np.nan
-    if np.allclose(pair["a"] - pair["b"], 0):
+    if np.allclose(x - y, 0):
         return 1.0
-    return float(stats.wilcoxon(pair["a"], pair["b"]).pvalue)
+    return float(stats.wilcoxon(x, y).pvalue)
 
 
 def values_by_cell(df: pd.DataFrame) -> dict[tuple, pd.Series]:
     """Each cell's per-image values, indexed by image id, keyed by the tuple of its ``CELL``
     columns; an image scored in several replicates (training seeds) gets the mean of its
     values, so paired tests pair images, not repeated trainings of the same image."""
-    return {
-        key: pd.Series(g["value"].to_numpy(dtype=float), index=g["image_id"].to_numpy()).groupby(level=0).mean()
-        for key, g in df.groupby(CELL, sort=False, dropna=False)
-    }
+    df = df[df["image_id"].notna()]
+    if df.empty:
+        return {}
+    # one groupby of every cell x image (the same mean as one per cell), cut into cells: sorted, so each cell's rows are one run
+    means = df.groupby(CELL + ["image_id"], sort=True, dropna=False)["value"].mean()
+    new_cell = np.zeros(len(means), dtype=bool)
+    new_cell[0] = True
+    for codes in means.index.codes[: len(CELL)]:  # a cell starts where one of its columns changes
+        new_cell[1:] |= codes[1:] != codes[:-1]
+    starts = np.flatnonzero(new_cell)
+    ends = np.r_[starts[1:], len(means)]
+    cells = means.index.droplevel("image_id")
+    images, values = means.index.get_level_values("image_id").rename(None), means.to_numpy(dtype=float)
+    return {cells[a]: pd.Series(values[a:b], index=images[a:b]) for a, b in zip(starts, ends)}
 
 
 def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -296,21 +338,19 @@ def add_paired_tests(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     Wilcoxon signed-rank p-value (:func:`paired_p`) of this explainer against the best one on
     the same images, within each (dataset, model, layer, threshold, perturbation, metric) column,
     Holm-corrected over all such comparisons of a metric and mode (one family)."""
-    summary = summary.copy()
-    summary["best"] = False
-    summary["p_vs_best"] = np.nan
     column = [c for c in CELL if c != "explainer"]
     values = values_by_cell(df)
-    for _, idx in summary.groupby(column, dropna=False).groups.items():
-        block = summary.loc[idx].dropna(subset=["mean"])
-        if block.empty:
+    keys = list(zip(*(summary[c] for c in CELL)))
+    mean, direction = summary["mean"].to_numpy(dtype=float), summary["direction"].to_numpy()
+    best, p = np.zeros(len(summary), dtype=bool), np.full(len(summary), np.nan)
+    for idx in summary.groupby(column, dropna=False).indices.values():  # positions, in table order
+        block = idx[~np.isnan(mean[idx])]
+        if not len(block):
             continue
-        best = best_label(block["mean"], block["direction"].iloc[0])
-        summary.loc[best, "best"] = True
-        b = values[tuple(summary.loc[best, CELL])]
-        for i in block.index:
-            if i != best:
-                summary.loc[i, "p_vs_best"] = paired_p(values[tuple(summary.loc[i, CELL])], b)
-    for _, idx in summary.groupby(["metric", "perturbation"], dropna=False).groups.items():  # one family per metric and mode
-        summary.loc[idx, "p_vs_best"] = holm(summary.loc[idx, "p_vs_best"])
-    return summary
+        top = best_label(pd.Series(mean[block], index=block), direction[block[0]])
+        best[top] = True
+        for i in block[block != top]:
+            p[i] = paired_p(values[keys[i]], values[keys[top]])
+    for idx in summary.groupby(["metric", "perturbation"], dropna=False).indices.values():  # one family per metric and mode
+        p[idx] = holm(p[idx])
+    return summary.assign(best=best, p_vs_best=p)

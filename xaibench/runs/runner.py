@@ -29,7 +29,7 @@ from xaibench.engine.grid import Cell, expand, layers_of
 from xaibench.errors import UserError
 from xaibench.registry.discovery import Registry, load_registry
 from xaibench.report import console as report
-from xaibench.report import plots, provenance, publish
+from xaibench.report import methods, plots, provenance, publish
 from xaibench.report.models import at_chance, ranked_results
 from xaibench.report.stats import metric_aggregates, summary_of
 from xaibench.runs import budget, model_files
@@ -259,7 +259,8 @@ def _write_outputs(p: Plan, registry: Registry, dev, data: list[ReplicateData], 
     atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
     plot_paths = plots.threshold_curves(summary, out_dir / "plots")
     plot_paths += plots.replicate_spread(per_replicate, out_dir / "plots")
-    plot_paths += plots.cd_diagrams(ranked_results(df, summary, config.run.chance), config.seed, aggregates, out_dir / "plots")
+    scores = methods.method_scores(ranked_results(df, summary, config.run.chance), config.seed, aggregates)  # the CD diagrams' and the leaderboard's
+    plot_paths += plots.cd_diagrams(scores, out_dir / "plots")
     rel = [str(pp.relative_to(out_dir)) for pp in plot_paths]
     if (out_dir / "plots" / "gallery.png").exists():
         rel.append("plots/gallery.png")
@@ -268,7 +269,7 @@ def _write_outputs(p: Plan, registry: Registry, dev, data: list[ReplicateData], 
     manifest = run_manifest(config, p, registry, dev, timings, counter, data, len(df))
     board, title = out_dir / "leaderboard.md", f"{config.name} leaderboard"
     facts = [provenance.run_facts(out_dir, manifest, board)]
-    text = publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings), config.run.chance, aggregates, manifest.get("layers"))
+    text = publish.compose(df, summary, per_replicate, config.seed, title, rel, facts, board, report.non_finite_notes(timings), config.run.chance, aggregates, manifest.get("layers"), scores)
     atomic_write_text(board, text)
     store.write_json("manifest.json", manifest)
     return summary
