@@ -67,3 +67,24 @@ def test_paired_p_pairs_by_image_whatever_the_order():
     assert paired_p(a, shuffled) == p
     assert paired_p(a, pd.concat([shuffled, pd.Series([9.0], index=["only_b"])])) == p  # an image only b has is left out
     assert np.isnan(paired_p(a.iloc[:1], b.iloc[:1]))
+
+
+@pytest.mark.parametrize("direction", ["higher", "lower"])
+def test_cross_fit_chooses_and_keeps_what_the_groupby_loop_did(direction):
+    from collections import Counter
+
+    from xaibench.config.vocabulary import best_label
+    from xaibench.report.selection import cross_fit
+
+    df = _table(5, (("", 0), ("", 1)))
+    df.loc[(df["image_id"] == "i9") & (df["threshold"] == "0.2"), "value"] = 100.0 if direction == "higher" else -100.0
+    groups = df["image_id"].map({f"i{i}": "ab"[i % 2] for i in range(9)})  # i9 in no group: among the others, deciding
+    g = df.assign(_group=groups)
+    chosen, held = Counter(), []
+    for name, own in g.groupby("_group", sort=True):
+        scores = pd.Series({t: statistic_of(r) for t, r in g[g["_group"] != name].groupby("threshold", sort=True)}, dtype=float).dropna()
+        pick = best_label(scores, direction)
+        chosen[pick] += 1
+        held.append(own[own["threshold"] == pick])
+    rows, got = cross_fit(df, groups, "threshold", None, direction)
+    assert got == chosen and len(chosen) and list(rows.index) == list(pd.concat(held).index)

@@ -28,8 +28,8 @@ import pandas as pd
 from xaibench.config.vocabulary import MODE_LABELS, SANITY_METRIC, TRIVIAL_BASELINES, best_label, higher_is_better
 from xaibench.report.markdown import ARROW, ci, fmt, pval, reference_line, saturation, table
 from xaibench.report.method_tests import Friedman, friedman, holm
-from xaibench.report.selection import selection_groups
-from xaibench.report.stats import Aggregate, Pooled, estimate, paired_p, statistics_by, with_replicates
+from xaibench.report.selection import cross_fit, selection_groups
+from xaibench.report.stats import Aggregate, Pooled, estimate, paired_p, with_replicates
 
 METHOD = ["model", "explainer"]
 BLOCK = ["metric", "perturbation"]
@@ -45,6 +45,8 @@ class MethodScores:
     table: pd.DataFrame
     values: dict[tuple, pd.Series] = field(default_factory=dict)
     how: str = ""
+    #: :func:`blocks` of this table, made on first use (a run's CD diagrams and its leaderboard both read them)
+    tested: list | None = field(default=None, repr=False, compare=False)
 
 
 COLUMNS = METHOD + BLOCK + ["settings", "mean", "ci_low", "ci_high", "n", "direction", "statistic", "baseline", "vs_baseline", "p_vs_baseline", "beats_baseline"]
@@ -56,19 +58,8 @@ def _setting(row_layer: str, row_threshold: str) -> str:
 
 def _held_out(g: pd.DataFrame, groups: dict[str, str], agg) -> tuple[pd.DataFrame, Counter]:
     """The rows of ``g`` (one method, metric, mode) at the setting each group's others chose."""
-    direction = g["direction"].iloc[0]
-    g = g.assign(_group=g["image_id"].map(groups), _setting=[_setting(l, t) for l, t in zip(g["layer"], g["threshold"])])
-    chosen: Counter = Counter()
-    held = []
-    for name, own in g.groupby("_group", sort=True):
-        other = g[g["_group"] != name]
-        scores = statistics_by(other, "_setting", agg).dropna()
-        if scores.empty:
-            continue
-        pick = best_label(scores, direction)
-        chosen[pick] += 1
-        held.append(own[own["_setting"] == pick])
-    return (pd.concat(held) if held else g.iloc[:0]), chosen
+    g = g.assign(_setting=[_setting(l, t) for l, t in zip(g["layer"], g["threshold"])])
+    return cross_fit(g, g["image_id"].map(groups), "_setting", agg, g["direction"].iloc[0])
 
 
 def method_scores(results: pd.DataFrame, seed: int = 0, aggregates: Mapping[str, Aggregate | Pooled] | None = None) -> MethodScores:
@@ -155,7 +146,9 @@ class Block:
 
 
 def blocks(scores: MethodScores) -> list[Block]:
-    """The method table per metric and mode, ranked and tested."""
+    """The method table per metric and mode, ranked and tested (once per table: kept in ``scores.tested``)."""
+    if scores.tested is not None:
+        return scores.tested
     out = []
     for (metric, pert), block in scores.table.groupby(BLOCK, sort=True, dropna=False):
         full, fewer = ranked(block)
@@ -166,6 +159,7 @@ def blocks(scores: MethodScores) -> list[Block]:
         key = lambda r: (r["model"], r["explainer"], r["metric"], r["perturbation"])  # noqa: E731
         test = friedman({labels[i]: scores.values[key(r)] for i, r in full.iterrows()}, full["direction"].iloc[0])
         out.append(Block(metric, pert, full, fewer, test, labels))
+    scores.tested = out
     return out
 
 

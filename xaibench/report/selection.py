@@ -34,6 +34,24 @@ def selection_groups(results: pd.DataFrame, seed: int = 0) -> tuple[dict[str, st
     return groups, "chosen on one half of the images and reported on the other, both ways (halves drawn with the benchmark seed)"
 
 
+def cross_fit(rows: pd.DataFrame, groups: pd.Series, setting: str, statistic, direction: str) -> tuple[pd.DataFrame, Counter]:
+    """For each group of ``rows`` (``groups``: a label per row, NaN for none; labels in sorted
+    order), the value of column ``setting`` whose statistic is best on the other rows, and the
+    group's own rows at it: those rows (group after group, each in table order) and how many
+    groups chose each setting."""
+    codes, names = pd.factorize(groups, sort=True)
+    settings = rows[setting].to_numpy()
+    chosen, held = Counter(), []
+    for j in range(len(names)):
+        scores = statistics_by(rows, setting, statistic, where=codes != j).dropna()  # the other groups' rows, and those of none
+        if scores.empty:
+            continue
+        pick = best_label(scores, direction)
+        chosen[pick] += 1
+        held.append(np.flatnonzero((codes == j) & (settings == pick)))
+    return (rows.iloc[np.concatenate(held)] if held else rows.iloc[:0]), chosen
+
+
 def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_thresholds: int = 3, aggregates: Mapping | None = None) -> pd.DataFrame:
     """Per method (model, explainer, layer, metric, perturbation) with at least ``min_thresholds``
     numeric thresholds: ``chosen`` (threshold -> groups that chose it), ``mean`` / ``ci_low`` /
@@ -54,23 +72,13 @@ def held_out_best_thresholds(results: pd.DataFrame, seed: int = 0, min_threshold
             continue
         direction = g["direction"].iloc[0]
         agg = aggregates.get(key[SELECTED.index("metric")])
-        stat = lambda rows: statistics_by(rows, "threshold", agg).dropna()  # noqa: E731, B023
-        pick = lambda s: best_label(s, direction)  # noqa: E731, B023 (used inside this iteration only)
-        chosen, held = Counter(), []
-        for name, own in g.groupby("group", sort=True):
-            means = stat(g[g["group"] != name])
-            if means.empty:
-                continue
-            thr = pick(means)
-            chosen[thr] += 1
-            held.append(own[own["threshold"] == thr])
-        if not held:
+        held_df, chosen = cross_fit(g, g["group"], "threshold", agg, direction)
+        if not chosen:
             continue
-        held_df = pd.concat(held)
         mean, lo, hi, _ = estimate(held_df, seed, agg)
         n = int(held_df["value"].notna().sum())
-        overall = stat(g)
-        best = pick(overall)
+        overall = statistics_by(g, "threshold", agg).dropna()
+        best = best_label(overall, direction)
         rows.append(dict(zip(SELECTED, key), chosen=dict(chosen), mean=mean, ci_low=lo, ci_high=hi, n=n,
                          in_sample_threshold=best, in_sample_mean=float(overall[best]), direction=g["direction"].iloc[0]))
     return pd.DataFrame(rows, columns=SELECTED + ["chosen", "mean", "ci_low", "ci_high", "n", "in_sample_threshold", "in_sample_mean", "direction"])

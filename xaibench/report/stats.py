@@ -147,14 +147,15 @@ def _statistic(values: np.ndarray, statistic: Aggregate | None) -> float:
     return (float(statistic(ok)) if statistic else float(ok.mean())) if len(ok) else np.nan
 
 
-def statistics_by(rows: pd.DataFrame, by: str, statistic: Aggregate | Pooled | None = None) -> pd.Series:
+def statistics_by(rows: pd.DataFrame, by: str, statistic: Aggregate | Pooled | None = None, where: np.ndarray | None = None) -> pd.Series:
     """:func:`statistic_of` the rows of each value of column ``by`` (values sorted, NaN left out,
     as ``groupby(by, sort=True)`` iterates them), without making a frame per group where the
-    statistic needs only the values."""
-    codes, labels = pd.factorize(rows[by], sort=True)
+    statistic needs only the values; ``where``: a mask of the rows to use (all by default)."""
+    among = np.arange(len(rows)) if where is None else np.flatnonzero(where)
+    codes, labels = pd.factorize(rows[by].to_numpy()[among], sort=True)
     order = np.argsort(codes, kind="stable")  # each label's rows in table order; NaN (-1) first
     bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
-    parts = [(labels[j], order[bounds[j] : bounds[j + 1]]) for j in range(len(labels))]
+    parts = [(labels[j], among[order[bounds[j] : bounds[j + 1]]]) for j in range(len(labels))]
     if isinstance(statistic, Pooled):
         return pd.Series({k: statistic_of(rows.iloc[pos], statistic) for k, pos in parts}, dtype=float)
     values = rows["value"].to_numpy(dtype=float)
