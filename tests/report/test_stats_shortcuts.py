@@ -88,3 +88,15 @@ def test_cross_fit_chooses_and_keeps_what_the_groupby_loop_did(direction):
         held.append(own[own["threshold"] == pick])
     rows, got = cross_fit(df, groups, "threshold", None, direction)
     assert got == chosen and len(chosen) and list(rows.index) == list(pd.concat(held).index)
+
+
+def test_groups_are_the_groupbys_keys_and_rows_in_its_order():
+    from xaibench.report.stats import REPLICATE, _groups
+
+    df = _table(6, (("1", 0), ("0", 0), ("0", 2)))
+    by = CELL + REPLICATE
+    got = _groups(df, by)
+    want = list(df.groupby(by, sort=True, dropna=False))
+    assert [k for k, _ in got] == [k for k, _ in want]
+    assert all(list(df.index[pos]) == list(g.index) for (_, pos), (_, g) in zip(got, want))
+    assert _groups(df.iloc[:0], by) == []

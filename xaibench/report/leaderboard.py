@@ -61,10 +61,11 @@ def rankings(summary: pd.DataFrame, results: pd.DataFrame | None = None, top: in
             continue
         title = f"### {metric}" + (f" — {MODE_LABELS.get(pert, pert)}" if pert else "") + f" ({block['direction'].iloc[0]} is better {ARROW[block['direction'].iloc[0]]})"
         head = block.head(top)
-        first = values.get(tuple(head.iloc[0][CELL])) if values is not None else None
+        keys = list(head[CELL].itertuples(index=False, name=None))
+        first = values.get(keys[0]) if values is not None else None
         rows = []
-        vs_first = [np.nan] + [paired_p(values.get(tuple(r[CELL])), first) if first is not None and values.get(tuple(r[CELL])) is not None else np.nan
-                               for _, r in head.iloc[1:].iterrows()] if values is not None else []
+        vs_first = [np.nan] + [paired_p(values.get(k), first) if first is not None and values.get(k) is not None else np.nan
+                               for k in keys[1:]] if values is not None else []
         vs_first = holm(vs_first) if values is not None else []  # one family: the rows shown
         for i, (_, r) in enumerate(head.iterrows()):
             row = [str(i + 1), r["model"], r["explainer"] or "(model)", r["layer"] or "–", r["threshold"] or "–", ci(r), str(r["n"]), p_vs_best(r)]

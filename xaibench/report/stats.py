@@ -167,10 +167,12 @@ def replicate_statistics(df: pd.DataFrame, aggregates: Mapping[str, Aggregate | 
     or the metric's own aggregate) and ``direction``. The input of the ranking-stability tables."""
     aggregates = aggregates or {}
     df = with_replicates(df)
+    values, direction = df["value"].to_numpy(dtype=float), df["direction"].to_numpy()
     rows = []
-    for key, g in df.groupby(CELL + REPLICATE, sort=True, dropna=False):
-        value = statistic_of(g, aggregates.get(key[CELL.index("metric")]))
-        rows.append(dict(zip(CELL + REPLICATE, key), value=value, direction=g["direction"].iloc[0]))
+    for key, pos in _groups(df, CELL + REPLICATE):
+        agg = aggregates.get(key[CELL.index("metric")])
+        value = statistic_of(df.iloc[pos], agg) if isinstance(agg, Pooled) else _statistic(values[pos], agg)
+        rows.append(dict(zip(CELL + REPLICATE, key), value=value, direction=direction[pos[0]]))
     return pd.DataFrame(rows, columns=CELL + REPLICATE + ["value", "direction"])
 
 
@@ -191,13 +193,29 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, n_resamples: int = 2000, sta
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _one_replicate(rows: pd.DataFrame) -> bool:
+    """Every row is of one replicate (a run without replicates); False where a key is NaN."""
+    keys = [rows[c].to_numpy() for c in REPLICATE]
+    return bool(len(rows)) and all(not pd.isna(k[0]) and (k == k[0]).all() for k in keys)
+
+
 def _replicate_values(rows: pd.DataFrame) -> list[np.ndarray]:
     """The ``value`` column of each replicate of ``rows`` (as ``groupby(REPLICATE, sort=True)``
-    splits it), without the groupby where every row is of one replicate (a run without replicates)."""
-    keys = [rows[c].to_numpy() for c in REPLICATE]
-    if len(rows) and all(not pd.isna(k[0]) and (k == k[0]).all() for k in keys):  # one replicate (NaN keys: the groupby)
+    splits it), without the groupby where every row is of one replicate."""
+    if _one_replicate(rows):
         return [rows["value"].to_numpy(dtype=float)]
     return [r["value"].to_numpy(dtype=float) for _, r in rows.groupby(REPLICATE, sort=True)]
+
+
+def _groups(df: pd.DataFrame, by: list[str]) -> list[tuple[tuple, np.ndarray]]:
+    """(key, row positions in table order) of each group of ``df.groupby(by, sort=True,
+    dropna=False)``, in its order, without cutting the table into a frame per group."""
+    codes = df.groupby(by, sort=True, dropna=False).ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(codes.max() + 2 if len(codes) else 1))
+    columns = [df[c].to_numpy() for c in by]
+    parts = [order[bounds[j] : bounds[j + 1]] for j in range(len(bounds) - 1)]
+    return [(tuple(c[pos[0]] for c in columns), pos) for pos in parts]
 
 
 def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | Pooled | None = None) -> tuple[float, float, float, np.ndarray]:
@@ -208,13 +226,16 @@ def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | Pooled | 
     statistic pools each replicate's counts and resamples images with their counts."""
     if isinstance(statistic, Pooled):
         return _estimate_pooled(rows, seed, statistic)
-    groups = _replicate_values(rows)
+    return _estimate_values(_replicate_values(rows), rows["value"].to_numpy(dtype=float), seed, statistic)
+
+
+def _estimate_values(groups: list[np.ndarray], v: np.ndarray, seed: int, statistic: Aggregate | None) -> tuple[float, float, float, np.ndarray]:
+    """:func:`estimate` of the values ``v`` of some rows (in table order), ``groups`` their replicates' values."""
     ok = [x[~np.isnan(x)] for x in groups]
     per_rep = np.array([(float(statistic(x)) if statistic else float(x.mean())) for x in ok if len(x)])
     if len(per_rep) > 1:
         lo, hi = two_level_bootstrap_ci(groups, seed, statistic=statistic)
         return float(per_rep.mean()), lo, hi, per_rep
-    v = rows["value"].to_numpy(dtype=float)
     lo, hi = bootstrap_ci(v, seed, statistic=statistic)
     v = v[~np.isnan(v)]
     return ((float(statistic(v)) if statistic else float(v.mean())) if len(v) else np.nan), lo, hi, per_rep
@@ -242,13 +263,16 @@ def summarize(
     ``per_replicate``: :func:`replicate_statistics` of ``df``, computed here when not given)."""
     aggregates = aggregates or {}
     df = with_replicates(df)
+    values, direction, one = df["value"].to_numpy(dtype=float), df["direction"].to_numpy(), _one_replicate(df)
     rows = []
-    for key, g in df.groupby(CELL, sort=True, dropna=False):
+    for key, pos in _groups(df, CELL):
         cell = dict(zip(CELL, key))
         agg = aggregates.get(cell["metric"])
-        ok = g["value"].to_numpy(dtype=float)
-        ok = ok[~np.isnan(ok)]
-        value, lo, hi, per_rep = estimate(g, seed, agg)
+        v = values[pos]
+        ok = v[~np.isnan(v)]
+        pooled = isinstance(agg, Pooled)
+        g = None if one and not pooled else df.iloc[pos]  # the cell's rows as a frame only where counts or replicates are read
+        value, lo, hi, per_rep = _estimate_values([v], v, seed, agg) if g is None else estimate(g, seed, agg)
         rows.append(
             dict(
                 cell,
@@ -256,8 +280,8 @@ def summarize(
                 std=float(ok.std(ddof=1)) if len(ok) > 1 else np.nan,
                 ci_low=lo,
                 ci_high=hi,
-                n=int(len(counts_of(g)[1]) if isinstance(agg, Pooled) else len(ok)),
-                direction=g["direction"].iloc[0],
+                n=int(len(counts_of(g)[1]) if pooled else len(ok)),
+                direction=direction[pos[0]],
                 statistic=getattr(agg, "__name__", "aggregate") if agg else "mean",
                 replicates=int(len(per_rep)),
                 replicate_sd=float(per_rep.std(ddof=1)) if len(per_rep) > 1 else np.nan,
