@@ -178,6 +178,32 @@ def test_a_lent_tensor_with_nan_is_not_mistaken_for_a_written_one():
     assert same(fingerprint(t), fingerprint(t)) and same(fingerprint(i), fingerprint(i))
 
 
+def test_lending_for_a_batch_names_the_plugin_of_an_in_place_op_at_once_and_a_write_around_the_counter_at_the_end():
+    from types import SimpleNamespace
+
+    from xaibench.registry.contracts import Lending
+
+    heat, binary = torch.rand(2, 4, 4), torch.rand(2, 4, 4) > 0.5
+    ctx = SimpleNamespace(heatmap=heat, binary=binary, threshold=None)
+    lending = Lending()
+    with lending.lend(ctx, ("heatmap", "binary", "threshold"), "metric 'a'"):
+        pass
+    with pytest.raises(UserError, match=r"^metric 'b' changed ctx.heatmap in place"):  # the version counter, on the host
+        with lending.lend(ctx, ("heatmap", "binary"), "metric 'b'"):
+            heat.mul_(1)
+    lending = Lending()
+    for name in ("a", "b"):
+        with lending.lend(ctx, ("heatmap", "binary"), f"metric {name!r}"):
+            if name == "b":
+                heat.data.mul_(-1)  # around the counter: seen in the sample, at the end of the batch
+    with pytest.raises(UserError, match=r"^one of metric 'a', metric 'b' changed ctx.heatmap in place"):
+        lending.finish()
+    lending = Lending()
+    with lending.lend(ctx, ("heatmap", "binary"), "metric 'a'"):
+        heat.sum()
+    lending.finish()  # read only: nothing to say
+
+
 def test_an_undeclared_pass_is_none_and_the_error_names_needs(config, tmp_path):
     cls = _variant(needs=Pass.ACTIVATIONS)  # uses gradients without declaring them
     with pytest.raises(UserError, match=r"ctx.gradients = None.*add Pass.GRADIENTS to its needs"):

@@ -19,17 +19,29 @@ from xaibench.engine.heatmaps import BatchMaps
 from xaibench.engine.perturbation import PerturbationBatch, keep_mask
 from xaibench.errors import UserError
 from xaibench.metrics.base import MetricContext
-from xaibench.registry.contracts import check_scores, lent, origin
+from xaibench.registry.contracts import Lending, check_scores, origin
 
 
 def threshold_values(heatmap: torch.Tensor, label: str) -> torch.Tensor:
     """Per-image thresholds [B] for a threshold label (a number, or ``otsu``)."""
-    if label == "otsu":
-        vals = []
-        for m in heatmap.detach().cpu().numpy():
-            vals.append(float(threshold_otsu(m)) if np.ptp(m) > 0 else 0.5)
-        return torch.tensor(vals, dtype=heatmap.dtype, device=heatmap.device)
-    return torch.full((heatmap.shape[0],), float(label), dtype=heatmap.dtype, device=heatmap.device)
+    return thresholds_of({"": heatmap}, [("", label)])[("", label)]
+
+
+def thresholds_of(heat: Mapping[object, torch.Tensor], wanted: Sequence[tuple[object, str]]) -> dict[tuple[object, str], torch.Tensor]:
+    """Per-image thresholds [B] of each (key of ``heat``, threshold label) in ``wanted``. Otsu's
+    (scikit-image's, per map; 0.5 for a constant map) reads the maps on the host: all of them in
+    one copy, not one per map."""
+    otsu = [k for k, label in wanted if label == "otsu"]
+    out = {}
+    if otsu:
+        host = torch.stack([heat[k].detach() for k in otsu]).cpu().numpy()
+        for k, maps in zip(otsu, host):
+            vals = [float(threshold_otsu(m)) if np.ptp(m) > 0 else 0.5 for m in maps]
+            out[(k, "otsu")] = torch.tensor(vals, dtype=heat[k].dtype, device=heat[k].device)
+    for k, label in wanted:
+        if label != "otsu":
+            out[(k, label)] = torch.full((heat[k].shape[0],), float(label), dtype=heat[k].dtype, device=heat[k].device)
+    return out
 
 
 def evaluate_batch(
@@ -51,13 +63,8 @@ def evaluate_batch(
     perturbed rows requested and forwarded (``perturbed_requested``, ``perturbed_forwarded``)."""
     t0 = time.perf_counter()
     heat = {c.pair: maps.maps[(c.explainer, layer_paths[c.layer])] for c in cells if c.explainer}
-    thresholds: dict[tuple, torch.Tensor] = {}
-    binaries: dict[tuple, torch.Tensor] = {}
-    for c in cells:
-        if c.threshold and (c.pair, c.threshold) not in thresholds:
-            t = threshold_values(heat[c.pair], c.threshold)
-            thresholds[(c.pair, c.threshold)] = t
-            binaries[(c.pair, c.threshold)] = heat[c.pair] >= t[:, None, None]
+    thresholds = thresholds_of(heat, list(dict.fromkeys((c.pair, c.threshold) for c in cells if c.threshold)))
+    binaries = {(pair, label): heat[pair] >= t[:, None, None] for (pair, label), t in thresholds.items()}
 
     t1 = time.perf_counter()
     region = maps.target.region
@@ -77,6 +84,7 @@ def evaluate_batch(
         stats["perturbed_forwarded"] = stats.get("perturbed_forwarded", 0) + batch.unique
 
     out = []
+    lending = Lending()  # the shared tensors fingerprinted once per batch, not per cell
     for c in cells:
         t = thresholds.get((c.pair, c.threshold))
         ctx = MetricContext(
@@ -92,20 +100,30 @@ def evaluate_batch(
             binary=binaries.get((c.pair, c.threshold)),
             perturbed_logits=batch.result((c.pair, c.threshold, c.perturbation)) if c.perturbation else None,
         )
-        values, counts = _compute(metrics[c.metric], c, ctx)
-        out.append((c, values.detach().float().cpu(), None if t is None else t.detach().cpu(), counts))
-    return out
+        values, counts = _compute(metrics[c.metric], c, ctx, lending)
+        out.append((c, values.detach().float(), (c.pair, c.threshold) if t is not None else None, counts))
+    lending.finish()
+    return _to_host(out, thresholds)
+
+
+def _to_host(out: list, thresholds: dict[tuple, torch.Tensor]) -> list:
+    """The cells' values and thresholds on the CPU: one copy of all values, one per threshold
+    (a copy per cell would wait for the device once per cell)."""
+    on_device = [i for i, (_, v, _, _) in enumerate(out) if v.device.type != "cpu"]  # a pooled metric's are on the CPU already
+    moved = dict(zip(on_device, torch.stack([out[i][1] for i in on_device]).cpu())) if on_device else {}
+    held = {k: t.detach().cpu() for k, t in thresholds.items()}
+    return [(c, moved.get(i, v), None if k is None else held[k], counts) for i, (c, v, k, counts) in enumerate(out)]
 
 
 LENT = ("images", "ground_truth", "logits", "heatmap", "binary", "perturbed_logits", "threshold", "fill")
 
 
-def _compute(metric: object, cell: Cell, ctx: MetricContext) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+def _compute(metric: object, cell: Cell, ctx: MetricContext, lending: Lending) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """``metric.compute(ctx)``, checked: a user error names the metric, its distribution and the
     cell; scores must be [B], or a pooled metric's counts (:func:`~xaibench.registry.contracts.check_scores`,
     which returns the values and the counts); no lent tensor may change."""
     where = f"cell {cell.key}"
-    with lent(ctx, LENT, f"metric {cell.metric!r} ({origin(metric)})"):
+    with lending.lend(ctx, LENT, f"metric {cell.metric!r} ({origin(metric)})"):
         try:
             values = metric.compute(ctx)
         except (ValueError, UserError) as exc:  # a metric that cannot apply here (no ground truth, a classifier, ...)

@@ -6,6 +6,8 @@ Each reads the model's output on the input perturbed according to the cell's mod
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torchmetrics.functional.segmentation import mean_iou
 
@@ -47,8 +49,13 @@ class Confidence:
     perturbation = "cell"
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        probs = probabilities(ctx.perturbed_logits)
-        cls = ctx.target.class_ids.to(probs.device)
+        logits = ctx.perturbed_logits
+        cls = ctx.target.class_ids.to(logits.device)
+        if logits.ndim == 4 and logits.shape[1] == 1:  # a sigmoid: the target's channel of probabilities() without the other
+            p = torch.sigmoid(logits[:, 0])
+            p = torch.where(cls[:, None, None] == 1, p, 1 - p)
+            return region_mean(p, target_region(ctx).to(p.device))
+        probs = probabilities(logits)
         if probs.ndim == 2:
             return probs[torch.arange(probs.shape[0]), cls]
         p = probs[torch.arange(probs.shape[0]), cls]
@@ -64,8 +71,14 @@ class Entropy:
     perturbation = "cell"
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        probs = probabilities(ctx.perturbed_logits)
-        ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
+        logits = ctx.perturbed_logits
+        if logits.ndim == 4 and logits.shape[1] == 1:  # probabilities()' two channels, summed as .sum(dim=1) does
+            p = torch.sigmoid(logits[:, 0])
+            q = 1 - p
+            ent = -(q * torch.log(q.clamp_min(1e-12)) + p * torch.log(p.clamp_min(1e-12)))
+        else:
+            probs = probabilities(logits)
+            ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
         if ent.ndim == 1:
             return ent
         return region_mean(ent, target_region(ctx).to(ent.device))
@@ -96,7 +109,23 @@ def _target_truth(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Te
 def _ious(ctx: MetricContext, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image IoU with the ground truth of the prediction on the clean and the perturbed input."""
     cls, truth = _target_truth(ctx, name)
-    return binary_iou(predicted_classes(ctx.logits) == cls, truth), binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
+    return clean_iou(ctx, cls, truth), binary_iou(predicted_classes(ctx.perturbed_logits) == cls, truth)
+
+
+_LAST_CLEAN: list[tuple] = []  # (logits, ground truth, target: weak references; versions; IoU) of the last batch
+
+
+def clean_iou(ctx: MetricContext, cls: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-image IoU of the prediction on the clean input with the ground truth: the same for
+    every cell of a batch, so computed once per batch (the same tensors, unchanged) and reused."""
+    versions = (ctx.logits._version, ctx.ground_truth._version)
+    if _LAST_CLEAN:
+        logits, gt, target, seen, iou = _LAST_CLEAN[0]
+        if logits() is ctx.logits and gt() is ctx.ground_truth and target() is ctx.target and seen == versions:
+            return iou
+    iou = binary_iou(predicted_classes(ctx.logits) == cls, truth)
+    _LAST_CLEAN[:] = [(weakref.ref(ctx.logits), weakref.ref(ctx.ground_truth), weakref.ref(ctx.target), versions, iou)]
+    return iou
 
 
 class RelativeIoUDrop(IoUDrop):
@@ -130,7 +159,7 @@ class TopKIoUDrop:
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         cls, truth = _target_truth(ctx, self.name)
-        before = binary_iou(predicted_classes(ctx.logits) == cls, truth)
+        before = clean_iou(ctx, cls, truth)
         heat = ctx.heatmap.to(ctx.images.device)
         inputs = torch.cat([perturb(ctx.images, ~top_fraction(heat, k), ctx.fill) for k in self.percents])
         n = len(self.percents)  # the inputs are the percents' batches one after the other

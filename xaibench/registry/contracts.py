@@ -249,6 +249,39 @@ def lent(ctx: object, fields: Sequence[str], what: str) -> Iterator[None]:
     check_unchanged(before, tensors, what)
 
 
+class Lending:
+    """:func:`lent` for the many plugin calls of one batch on the same tensors (a metric per
+    cell): each distinct tensor is fingerprinted once; after every call its version counter is
+    compared, on the host (no device sync, so no stall per cell on a GPU), which names the plugin
+    of any in-place torch op; its sampled content is compared once, in :meth:`finish` (a write
+    around the counter, through ``.data`` or ``.numpy()``: the error names the plugins lent it)."""
+
+    def __init__(self) -> None:
+        self._prints: dict[int, tuple[torch.Tensor, tuple]] = {}  # id -> (tensor, fingerprint); kept alive: ids stay unique
+        self._lenders: dict[int, dict[str, list[str]]] = {}  # id -> field -> the plugins lent it
+
+    @contextmanager
+    def lend(self, ctx: object, fields: Sequence[str], what: str) -> Iterator[None]:
+        tensors = [(f, t) for f in fields if isinstance(t := getattr(ctx, f), torch.Tensor)]
+        for f, t in tensors:
+            if id(t) not in self._prints:
+                self._prints[id(t)] = (t, fingerprint(t))
+            whats = self._lenders.setdefault(id(t), {}).setdefault(f, [])
+            if what not in whats:
+                whats.append(what)
+        yield
+        for f, t in tensors:
+            if not t.is_inference() and t._version != self._prints[id(t)][1][0]:
+                raise UserError(f"{what} changed ctx.{f} in place; it is shared with other plugins and the cache: work on a copy (ctx.{f}.clone())")
+
+    def finish(self) -> None:
+        for key, (t, fp) in self._prints.items():
+            if not same(fp, fingerprint(t)):
+                field, whats = next(iter(self._lenders[key].items()))
+                who = whats[0] if len(whats) == 1 else "one of " + ", ".join(whats)
+                raise UserError(f"{who} changed ctx.{field} in place; it is shared with other plugins and the cache: work on a copy (ctx.{field}.clone())")
+
+
 def first_sample(dataset: object, split: str, name: str, source: str):
     """The first sample of ``split`` (``None`` if it has none), read with allocation failures as user errors."""
     samples = _reading(lambda: dataset.split(split), name, source)
