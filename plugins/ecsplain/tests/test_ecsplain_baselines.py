@@ -6,7 +6,8 @@ import pytest
 import torch
 from xaibench_ecsplain.baselines import BASELINES, FCN, DeepLabV3, SepUNet, UNet, segmentation_step
 
-from xaibench.plugin import LoadContext, UserError
+from xaibench.plugin import LoadContext, LoadedModel, UserError
+from xaibench.testing import check_tail
 
 TINY = {
     "unet": {"channels": [4, 8, 16]},
@@ -54,3 +55,12 @@ def test_bad_parameters_are_user_errors():
     for cls, kwargs in ((UNet, {"channels": [4, 8]}), (FCN, {"output_stride": 4}), (DeepLabV3, {"atrous_rates": []}), (UNet, {"nb_epochs": 0})):
         with pytest.raises(UserError):
             cls(**kwargs)
+
+
+@pytest.mark.parametrize("cls", BASELINES, ids=lambda c: c.name)
+def test_every_baseline_segmenter_layer_has_a_tail(cls):
+    torch.manual_seed(0)
+    model = LoadedModel(cls(**TINY[cls.name]).build(2).eval(), "binary", layers=dict(cls.layers))
+    images = torch.rand(3, 2, 32, 32)
+    for alias in cls.layers:
+        check_tail(model, alias, images)
