@@ -186,3 +186,22 @@ def test_an_unwritable_cache_warns_once_and_the_run_goes_on(tiny_unet, tiny_imag
     assert len(out.maps) == 2 and _entries(tmp_path) == []
     text = capsys.readouterr()
     assert (text.out + text.err).count("cannot write the heatmap cache") == 1 and "No space left on device" in text.out + text.err
+
+
+def test_memory_holds_the_most_recent_maps_only_and_the_disk_the_rest(tmp_path):
+    from xaibench.engine.cache import HeatmapCache
+
+    maps = {f"k{i}": torch.full((8, 8), float(i)) for i in range(10)}  # 256 bytes each
+    for root in (tmp_path / "c", None):
+        cache = HeatmapCache(root, memory_bytes=3 * 256)
+        for k, m in maps.items():
+            cache.put(k, m)
+        assert cache._mem_bytes == 3 * 256 and list(cache._mem) == ["k7", "k8", "k9"]  # flat, whatever the images
+        cache.get("k7")  # used: the last to go
+        cache.put("k10", torch.zeros(8, 8))
+        assert list(cache._mem) == ["k9", "k7", "k10"]
+        got = cache.get("k0", (8, 8))
+        if root is None:
+            assert got is None  # forgotten: the engine computes it again
+        else:
+            assert torch.equal(got, maps["k0"]) and "k0" in cache._mem  # read back from disk

@@ -15,6 +15,7 @@ import functools
 import inspect
 import os
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def heatmap_key(model_id: str, image: str, layer: str, explainer: str, params: s
 
 
 class HeatmapCache:
-    """Maps [H, W] float32 by key; ``root=None`` keeps them in memory only.
+    """Maps [H, W] float32 by key; ``root=None`` keeps them in memory only (the most recent
+    ``memory_bytes`` of them).
 
     On disk each entry is an ``.npz`` with the map and the SHA-1 of its bytes. What is read is
     checked (readable, float32, 2-D, the expected shape, finite, its checksum); an entry that
@@ -65,9 +67,15 @@ class HeatmapCache:
     then the maps are kept in memory only.
     """
 
-    def __init__(self, root: Path | str | None = None):
+    #: bytes of maps kept in memory (the least recently used forgotten first): a run's memory
+    #: must not grow with its images (16 maps of 512 x 512 are 16 MiB an image)
+    MEMORY_BYTES = 256 << 20
+
+    def __init__(self, root: Path | str | None = None, memory_bytes: int = MEMORY_BYTES):
         self.root = Path(root) if root is not None else None
-        self._mem: dict[str, torch.Tensor] = {}
+        self._mem: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._mem_bytes = 0
+        self.memory_bytes = memory_bytes
         self._writable = True
         self._warned: set[str] = set()
         self.hits = 0
@@ -100,6 +108,8 @@ class HeatmapCache:
     def get(self, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
         """The map of ``key`` (of ``shape``, if given), or ``None``."""
         got = self._mem.get(key)
+        if got is not None:
+            self._mem.move_to_end(key)
         if got is not None and shape is not None and tuple(got.shape) != tuple(shape):
             got = None
         if got is None and self.root is not None:
@@ -111,16 +121,26 @@ class HeatmapCache:
                     self._warn("rejected", f"cached map {path} is unreadable, of the wrong shape or type, not finite, or does not match its checksum; "
                                "it and any other such entry are computed again and rewritten")
                 else:
-                    self._mem[key] = got
+                    self._remember(key, got)
         if got is None:
             self.misses += 1
         else:
             self.hits += 1
         return got
 
+    def _remember(self, key: str, value: torch.Tensor) -> None:
+        """Keep ``value`` in memory, forgetting the least recently used maps beyond
+        ``memory_bytes`` (those on disk are read again; the others computed again)."""
+        old = self._mem.pop(key, None)
+        self._mem_bytes -= 0 if old is None else old.nbytes
+        self._mem[key] = value
+        self._mem_bytes += value.nbytes
+        while self._mem_bytes > self.memory_bytes and len(self._mem) > 1:
+            self._mem_bytes -= self._mem.popitem(last=False)[1].nbytes
+
     def put(self, key: str, value: torch.Tensor) -> None:
         value = value.detach().to("cpu", torch.float32).contiguous()
-        self._mem[key] = value
+        self._remember(key, value)
         if self.root is None or not self._writable:
             return
         arr = value.numpy()
@@ -135,4 +155,4 @@ class HeatmapCache:
         except OSError as exc:
             self._writable = False
             self._warn("unwritable", f"cannot write the heatmap cache {self.root} ({exc.strerror or exc}); going on without it "
-                       "(maps kept in memory for this run: the same numbers, slower reruns)")
+                       "(the most recent maps kept in memory for this run: the same numbers, slower reruns)")
