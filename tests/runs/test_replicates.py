@@ -110,3 +110,32 @@ def test_folds_are_part_of_the_identity_and_seeds_are_not(tmp_path):
     plain = load_config(_config(tmp_path, ""))
     assert load_config(_config(tmp_path, "seeds = [0, 1]")).identity() == plain.identity()
     assert load_config(_config(tmp_path, "folds = 2")).identity() != plain.identity()
+
+
+def test_scored_samples_are_read_when_asked_and_not_held():
+    import gc
+    import weakref
+
+    from xaibench.datasets.base import LazySplit
+    from xaibench.runs.replicates import ReplicateData, ScoredSamples
+
+    reads = []
+    made = []
+
+    def load(i):
+        reads.append(i)
+        s = Sample(torch.full((1, 2, 2), float(i)), torch.zeros(2, 2, dtype=torch.long), f"img{i}")
+        made.append(weakref.ref(s))
+        return s
+
+    scored = ScoredSamples(LazySplit("test", 10, load), 6)  # n_images = 6 of 10
+    assert reads == list(range(6)) and scored.image_ids == [f"img{i}" for i in range(6)]  # ids read once, up front
+    gc.collect()
+    assert all(r() is None for r in made)  # and the samples not held
+    data = ReplicateData(Replicate(None, 0), object(), "k", scored)
+    assert data.image_ids is scored.image_ids and len(reads) == 6  # no second read for the ids
+    batch = scored[4:8]
+    assert [s.image_id for s in batch] == ["img4", "img5"] and reads[6:] == [4, 5]  # a batch: read then
+    assert scored[-1].image_id == "img5" and len(scored) == 6
+    with pytest.raises(IndexError):
+        scored[6]

@@ -82,14 +82,14 @@ def run_ray(plan, units: list[Unit], data: list, done: set, device: torch.device
         # in the object store, referenced from here for the whole run: a restarted actor's
         # constructor reads them again (arguments passed inline are freed after the first start)
         t = time.perf_counter()
-        plan_ref, data_ref = ray.put(plan), ray.put([dataclasses.replace(d, dataset=None) for d in data])
+        plan_ref, data_ref = ray.put(plan), ray.put([dataclasses.replace(d, dataset=None, samples=list(d.samples)) for d in data])
         state_refs = {key: ray.put(state) for key, state in states.items()}
         info["ship_s"] = time.perf_counter() - t  # the plan, the decoded images and the weights into the object store
         shipped.update({f"{plan.models[k[0]].ref.label}{replicate_suffix(plan, data[k[1]].replicate)}": _nbytes(st) for k, st in states.items()})
         actors = [Actor.remote(plan_ref, data_ref, state_refs, device.type) for _ in range(n_actors)]
         pending = {}
         for i, unit in enumerate(units):
-            ids = {data[unit.replicate].samples[j].image_id for j in unit.sample_indices}
+            ids = {data[unit.replicate].image_ids[j] for j in unit.sample_indices}
             keys = set(unit.cell_keys)
             unit_done = {d for d in done if d[0] in keys and d[1] in ids}
             pending[actors[i % n_actors].process.remote(unit, unit_done)] = unit

@@ -46,7 +46,7 @@ def host_cpu() -> str:
 
 
 def run_manifest(config: Config, p, registry: Registry, dev, timings: dict, counter: PassCounter, data: list[ReplicateData], rows: int | None) -> dict:
-    folds = {d.replicate.fold_label: [s.image_id for s in d.samples] for d in data if d.replicate.fold is not None}
+    folds = {d.replicate.fold_label: d.image_ids for d in data if d.replicate.fold is not None}
     return {
         "benchmark": config.name,
         "config": config.as_dict(),
@@ -65,7 +65,7 @@ def run_manifest(config: Config, p, registry: Registry, dev, timings: dict, coun
         "cells": len(p.cells),
         "layers": getattr(p, "layer_paths", {}),
         "model_files": getattr(p, "model_files", {}),
-        "images": len({s.image_id for d in data for s in d.samples}),
+        "images": len({i for d in data for i in d.image_ids}),
         "replicates": [{"fold": d.replicate.fold_label, "seed": d.replicate.seed, "images": len(d.samples)} for d in data],
         **({"folds": folds} if folds else {}),
         "rows": rows,

@@ -152,15 +152,42 @@ class FoldView:
         return f"FoldView({self.dataset!r}, fold={self.fold}, k={self.k})"
 
 
+class ScoredSamples(Sequence):
+    """The first ``n`` samples of a split, read from it when asked and not held (a run's memory
+    must not grow with its images: a 512 x 512 tile and its mask are about 5 MB), with their
+    ids read once, up front. A split that memoises its samples (generated data) keeps them anyway."""
+
+    def __init__(self, split: Sequence, n: int):
+        self._split, self._n = split, n
+        self.image_ids = [split[i].image_id for i in range(n)]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._split[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(f"scored sample {i} out of range (len {self._n})")
+        return self._split[i % self._n]
+
+
 @dataclass
 class ReplicateData:
     """What one replicate trains on and scores: the dataset model plugins see (the dataset, or
-    its :class:`FoldView`), that dataset's cache key, and the samples scored."""
+    its :class:`FoldView`), that dataset's cache key, and the samples scored (read per batch;
+    a list where they travel decoded, to Ray actors)."""
 
     replicate: Replicate
     dataset: object
     dataset_key: str
-    samples: list
+    samples: Sequence
+
+    @property
+    def image_ids(self) -> list[str]:
+        """The scored samples' ids, without reading them again."""
+        known = getattr(self.samples, "image_ids", None)
+        return known if known is not None else [s.image_id for s in self.samples]
 
 
 def replicate_data(config, dataset, base_key: str) -> list[ReplicateData]:
@@ -168,7 +195,7 @@ def replicate_data(config, dataset, base_key: str) -> list[ReplicateData]:
     the scored images; with folds, ``n_images`` limits each held-out fold)."""
     src, limit = config.source, config.n_images
     check_first_samples(dataset, config.dataset.name, tuple(dict.fromkeys(("train", config.split))), src)
-    cut = lambda s: [s[i] for i in range(len(s) if not limit else min(limit, len(s)))]  # noqa: E731
+    cut = lambda s: ScoredSamples(s, len(s) if not limit else min(limit, len(s)))  # noqa: E731
     reps = replicates(config.run.folds, config.run.seeds, config.seed)
     if not config.run.folds:
         try:

@@ -361,9 +361,9 @@ def _units(p: Plan, data: list[ReplicateData], done: set, batch_size: int) -> li
     units = []
     for index, mp in enumerate(p.models):
         for r, d in enumerate(data):
-            rep = (d.replicate.fold_label, d.replicate.seed)
+            rep, image_ids = (d.replicate.fold_label, d.replicate.seed), d.image_ids
             for start in range(0, len(d.samples), batch_size):
-                ids = [s.image_id for s in d.samples[start : start + batch_size]]
+                ids = image_ids[start : start + batch_size]
                 missing = [c.key for c in mp.cells if any((c.key, i, *rep) not in done for i in ids)]
                 if missing:
                     units.append(Unit(index, list(range(start, start + len(ids))), missing, r))
@@ -375,7 +375,7 @@ def _execute(p: Plan, units, data: list[ReplicateData], store: ResultStore, done
     run = run_ray if executor == "ray" else run_local
     total = sum(len(u.sample_indices) for u in units)
     reps = f" x {len(data)} replicates" if len(data) > 1 else ""
-    images = len({s.image_id for d in data for s in d.samples})
+    images = len({i for d in data for i in d.image_ids})
     with progress_bar(show_progress) as bar:
         task = bar.add_task(f"{p.config.name}: {len(p.cells)} cells x {images} images{reps}", total=total)
         for unit, result, worker in run(p, units, data, done, dev, counter, show_progress):
