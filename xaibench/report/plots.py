@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from xaibench.config.vocabulary import MODE_LABELS, NOT_RANKED, SANITY_METRIC, higher_is_better  # noqa: E402
 from xaibench.runs.results import REPLICATE_COLUMNS, atomic_write  # noqa: E402
@@ -20,7 +21,9 @@ MODE_TITLES = {**MODE_LABELS, "": "no perturbation"}
 
 
 def _save(fig, path: Path) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    """A PNG at 110 dpi, compressed at zlib level 1: about 7 % larger than the default level's,
+    written four times faster (encoding was half of drawing a run's plots)."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", pil_kwargs={"compress_level": 1}))
     plt.close(fig)
 
 
@@ -63,10 +66,15 @@ def threshold_curves(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _show_image(ax, image: torch.Tensor) -> None:
-    img = image.detach().cpu().permute(1, 2, 0).numpy()
-    img = img[..., :3] if img.shape[-1] >= 3 else img[..., 0]
-    ax.imshow(np.clip(img, 0, 1), cmap=None if img.ndim == 3 else "gray")
+def _rgb(image: torch.Tensor) -> np.ndarray:
+    """An image [C, H, W] as RGB [H, W, 3] in [0, 1]: its first three channels, or its first as gray."""
+    img = np.clip(image.detach().float().cpu().permute(1, 2, 0).numpy(), 0, 1)
+    return img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, axis=-1)
+
+
+def _colour(values: torch.Tensor, cmap: str) -> np.ndarray:
+    """A map [H, W] in [0, 1] through a colormap, as RGB [H, W, 3]."""
+    return plt.get_cmap(cmap)(np.clip(values.detach().float().cpu().numpy(), 0, 1))[..., :3]
 
 
 def gallery(
@@ -74,29 +82,25 @@ def gallery(
     extras: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """A grid: a row per image (image, ground truth, each of ``extras`` (title -> images
-    [B, C, H, W] an explainer made, e.g. a CycleGAN's G(x)), then each explainer x layer map)."""
+    [B, C, H, W] an explainer made, e.g. a CycleGAN's G(x)), then each explainer x layer map),
+    drawn as one mosaic in one axes (an axes per tile cost about a second a run)."""
     keys, extras = sorted(maps), dict(extras or {})
     n = min(n, images.shape[0])
-    first = 2 + len(extras)
-    cols = first + len(keys)
-    fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.7 * n), squeeze=False)
+    h, w = images.shape[-2:]
+    titles = ["image", "ground truth", *extras, *(f"{e}\n{l}" for e, l in keys)]
+    gap = max(2, w // 16)
+    mosaic = np.ones((n * (h + gap) - gap, len(titles) * (w + gap) - gap, 3))
     for i in range(n):
-        _show_image(axes[i][0], images[i])
-        if truth is not None:
-            axes[i][1].imshow(truth[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        for j, extra in enumerate(extras.values()):
-            _show_image(axes[i][2 + j], extra[i])
-        for j, k in enumerate(keys):
-            axes[i][first + j].imshow(maps[k][i].detach().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0][0].set_title("image", fontsize=7)
-    axes[0][1].set_title("ground truth", fontsize=7)
-    for j, title in enumerate(extras):
-        axes[0][2 + j].set_title(title, fontsize=6)
-    for j, (e, l) in enumerate(keys):
-        axes[0][first + j].set_title(f"{e}\n{l}", fontsize=6)
+        tiles = [_rgb(images[i]), _colour(truth[i].float(), "gray") if truth is not None else np.ones((h, w, 3))]
+        tiles += [_rgb(F.interpolate(extra[i : i + 1].float(), size=(h, w))[0]) for extra in extras.values()]
+        tiles += [_colour(maps[k][i], "jet") for k in keys]
+        for j, tile in enumerate(tiles):
+            mosaic[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = tile
+    fig, ax = plt.subplots(figsize=(1.6 * len(titles), 1.7 * n))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for j, title in enumerate(titles):
+        ax.text(j * (w + gap) + w / 2, -gap, title, ha="center", va="bottom", fontsize=7 if j < 2 else 6)
     _save(fig, path)
     return path
 
