@@ -134,3 +134,27 @@ def test_area_controlled_iou_drop_rejects_percents_outside_0_100():
     for bad in ([], [0], [100], [5, 120]):
         with pytest.raises(ValueError, match="percents"):
             TopKIoUDrop(percents=bad)
+
+
+def test_the_clean_iou_is_reused_across_cells_only_while_its_inputs_are_the_same_tensors_unchanged():
+    from types import SimpleNamespace
+
+    from xaibench.engine.targets import resolve
+    from xaibench.metrics.faithfulness import clean_iou
+
+    torch.manual_seed(0)
+    logits, gt = torch.randn(2, 1, 8, 8), (torch.rand(2, 8, 8) > 0.5).long()
+    ctx = SimpleNamespace(logits=logits, ground_truth=gt, target=resolve(None, logits))
+    cls, truth = torch.ones(2, 1, 1, dtype=torch.long), gt == 1
+
+    def fresh():
+        return binary_iou((logits[:, 0] > 0).long() == cls, truth)
+
+    first = clean_iou(ctx, cls, truth)
+    assert clean_iou(ctx, cls, truth) is first  # the next cell of the batch: reused
+    logits.neg_()  # changed in place: computed again
+    assert torch.equal(clean_iou(ctx, cls, truth), fresh()) and not torch.equal(first, fresh())
+    with torch.inference_mode():
+        frozen = logits.clone()
+    ctx.logits = frozen  # no version counter: never reused
+    assert clean_iou(ctx, cls, truth) is not clean_iou(ctx, cls, truth)
