@@ -54,8 +54,11 @@ def _detach(value: Any) -> Any:
 
 
 @contextmanager
-def hooked(module: nn.Module, paths: list[str], store: dict[str, Any], replace: dict[str, torch.Tensor] | None = None) -> Iterator[None]:
-    """Record the output of each module in ``paths`` into ``store`` (or replace it, for ``replace``)."""
+def hooked(
+    module: nn.Module, paths: list[str], store: dict[str, Any], replace: dict[str, torch.Tensor] | None = None, order: list[str] | None = None
+) -> Iterator[None]:
+    """Record the output of each module in ``paths`` into ``store`` (or replace it, for
+    ``replace``); ``order`` gets each module's path every time its forward returns."""
     modules = dict(module.named_modules())
     handles = []
     try:
@@ -63,6 +66,8 @@ def hooked(module: nn.Module, paths: list[str], store: dict[str, Any], replace: 
             def hook(_m, _inp, out, path=path):
                 if replace is not None and path in replace:  # a list or tuple: its first element (logits_of)
                     return type(out)([replace[path], *out[1:]]) if isinstance(out, (list, tuple)) else replace[path]
+                if order is not None:
+                    order.append(path)
                 store[path] = out
             handles.append(modules[path].register_forward_hook(hook))
         yield

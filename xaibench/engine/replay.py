@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from xaibench.config.vocabulary import INPUT_LAYER
+from xaibench.engine.capture import hooked
 from xaibench.models.base import LoadedModel, Tail, logits_of
 
 #: module -> {(layer path, one image's shape): derived tail or None}
@@ -86,26 +87,12 @@ def record(module: nn.Module, example: torch.Tensor) -> tuple[torch.Tensor, list
     (the model's own under ``""``)."""
     finished: list[str] = []
     outputs: dict[str, Any] = {}
-    handles = []
-
-    def hook_of(name: str):
-        def hook(_m, _inp, out):
-            finished.append(name)
-            outputs[name] = out
-
-        return hook
-
     was_training = module.training
     module.eval()
     try:
-        for name, m in module.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(hook_of(name)))
-        with torch.no_grad():
+        with hooked(module, [name for name, _ in module.named_modules() if name], outputs, order=finished), torch.no_grad():
             outputs[""] = module(example)
     finally:
-        for h in handles:
-            h.remove()
         module.train(was_training)
     return logits_of(outputs[""]), finished, outputs
 
