@@ -236,7 +236,11 @@ def check_unchanged(before: dict[str, tuple | None], tensors: dict[str, torch.Te
     """A user error naming the first lent tensor whose content changed."""
     for field, fp in before.items():
         if not same(fp, fingerprint(tensors[field])):
-            raise UserError(f"{what} changed ctx.{field} in place; it is shared with other plugins and the cache: work on a copy (ctx.{field}.clone())")
+            raise _changed(what, field)
+
+
+def _changed(who: str, field: str) -> UserError:
+    return UserError(f"{who} changed ctx.{field} in place; it is shared with other plugins and the cache: work on a copy (ctx.{field}.clone())")
 
 
 @contextmanager
@@ -272,14 +276,13 @@ class Lending:
         yield
         for f, t in tensors:
             if not t.is_inference() and t._version != self._prints[id(t)][1][0]:
-                raise UserError(f"{what} changed ctx.{f} in place; it is shared with other plugins and the cache: work on a copy (ctx.{f}.clone())")
+                raise _changed(what, f)
 
     def finish(self) -> None:
         for key, (t, fp) in self._prints.items():
             if not same(fp, fingerprint(t)):
                 field, whats = next(iter(self._lenders[key].items()))
-                who = whats[0] if len(whats) == 1 else "one of " + ", ".join(whats)
-                raise UserError(f"{who} changed ctx.{field} in place; it is shared with other plugins and the cache: work on a copy (ctx.{field}.clone())")
+                raise _changed(whats[0] if len(whats) == 1 else "one of " + ", ".join(whats), field)
 
 
 def first_sample(dataset: object, split: str, name: str, source: str):
