@@ -15,6 +15,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xaibench.config.vocabulary import INPUT_LAYER
 from xaibench.engine.replay import tail_at
 from xaibench.errors import UserError
 from xaibench.models.base import LoadedModel, fused_parts
@@ -49,7 +50,7 @@ def resolve_layers(model: LoadedModel, layers: tuple[str, ...], where: str, conf
             if not str(exc).startswith("unknown layer"):
                 raise UserError(f"{where}: {exc}") from None
             names = list(model.layers) + [p for p, _ in model.module.named_modules() if p]
-            wrong = next(p for p in (fused_parts(layer) or [layer]) if p not in names and p not in ("output", "input"))
+            wrong = next(p for p in (fused_parts(layer) or [layer]) if p not in names and p not in ("output", INPUT_LAYER))
             close = difflib.get_close_matches(wrong, names, n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
             known = f"aliases: {', '.join(model.layers)}; " if model.layers else ""
@@ -60,7 +61,7 @@ def resolve_layers(model: LoadedModel, layers: tuple[str, ...], where: str, conf
 
 
 def _channels(pr: Probe, path: str, image_channels: int) -> int:
-    if path == "input":
+    if path == INPUT_LAYER:
         return image_channels
     info = next((i for i in pr.layers if i.path == path), None)
     return info.channels or 1 if info is not None else 1
@@ -69,10 +70,10 @@ def _channels(pr: Probe, path: str, image_channels: int) -> int:
 def estimate(mp, model: LoadedModel, paths: dict[str, str], image, chunk_size: int) -> Cost:
     """Seconds per image of model plan ``mp``'s grid (see the module docstring)."""
     x = image[None].to(model.device)
-    tails = {p: t for path in paths.values() for p in (fused_parts(path) or [path]) if p not in ("", "input") and (t := tail_at(model, p, x)) is not None}
-    keep = tuple(dict.fromkeys(e for t in tails.values() for e in t.extra if e != "input")) + tuple(tails)
+    tails = {p: t for path in paths.values() for p in (fused_parts(path) or [path]) if p not in ("", INPUT_LAYER) and (t := tail_at(model, p, x)) is not None}
+    keep = tuple(dict.fromkeys(e for t in tails.values() for e in t.extra if e != INPUT_LAYER)) + tuple(tails)
     pr = probe(model, image, keep=keep)
-    outputs = {**pr.outputs, "input": x}
+    outputs = {**pr.outputs, INPUT_LAYER: x}
     one, row = forward_seconds(model, image, max(1, min(chunk_size, 4)))
     cost = Cost()
     pairs = list(dict.fromkeys((c.explainer, c.layer) for c in mp.cells if c.explainer))
