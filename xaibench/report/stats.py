@@ -152,10 +152,8 @@ def statistics_by(rows: pd.DataFrame, by: str, statistic: Aggregate | Pooled | N
     as ``groupby(by, sort=True)`` iterates them), without making a frame per group where the
     statistic needs only the values; ``where``: a mask of the rows to use (all by default)."""
     among = np.arange(len(rows)) if where is None else np.flatnonzero(where)
-    codes, labels = pd.factorize(rows[by].to_numpy()[among], sort=True)
-    order = np.argsort(codes, kind="stable")  # each label's rows in table order; NaN (-1) first
-    bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
-    parts = [(labels[j], among[order[bounds[j] : bounds[j + 1]]]) for j in range(len(labels))]
+    codes, labels = pd.factorize(rows[by].to_numpy()[among], sort=True)  # NaN: -1, in no part
+    parts = [(labels[j], among[pos]) for j, pos in enumerate(_positions(codes, len(labels)))]
     if isinstance(statistic, Pooled):
         return pd.Series({k: statistic_of(rows.iloc[pos], statistic) for k, pos in parts}, dtype=float)
     values = rows["value"].to_numpy(dtype=float)
@@ -211,11 +209,16 @@ def _groups(df: pd.DataFrame, by: list[str]) -> list[tuple[tuple, np.ndarray]]:
     """(key, row positions in table order) of each group of ``df.groupby(by, sort=True,
     dropna=False)``, in its order, without cutting the table into a frame per group."""
     codes = df.groupby(by, sort=True, dropna=False).ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(codes.max() + 2 if len(codes) else 1))
     columns = [df[c].to_numpy() for c in by]
-    parts = [order[bounds[j] : bounds[j + 1]] for j in range(len(bounds) - 1)]
-    return [(tuple(c[pos[0]] for c in columns), pos) for pos in parts]
+    return [(tuple(c[pos[0]] for c in columns), pos) for pos in _positions(codes, codes.max() + 1 if len(codes) else 0)]
+
+
+def _positions(codes: np.ndarray, n: int) -> list[np.ndarray]:
+    """The row positions of each code 0 .. n-1 in ``codes``, each in table order (a negative
+    code is in none)."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n + 1))
+    return [order[bounds[j] : bounds[j + 1]] for j in range(n)]
 
 
 def estimate(rows: pd.DataFrame, seed: int = 0, statistic: Aggregate | Pooled | None = None) -> tuple[float, float, float, np.ndarray]:
